@@ -1,0 +1,17 @@
+"""Built-in generic orderers: they use only the token structure, so they run on any modality."""
+
+from seqify.hookspecs import hookimpl
+
+_M = "seqify_orderers.orderers"
+
+
+@hookimpl
+def register_orderers(register):
+    register("raster", f"{_M}:Raster", "The tokenizer's canonical order (slot index).")
+    register("reverse", f"{_M}:Reverse", "The canonical order backwards.")
+    register("random", f"{_M}:Random", "A fresh random permutation per example (any-order training).")
+    register("fixed-random", f"{_M}:FixedRandom", "One seeded random permutation, used for every example.")
+    register("rar", f"{_M}:RAR", "Random with probability r annealed to raster during training (RAR); raster at inference.")
+    register("top-prob", f"{_M}:TopProb", "Adaptive: fill the slot whose most likely value is most probable.")
+    register("margin", f"{_M}:Margin", "Adaptive: fill the slot with the largest top-1 minus top-2 probability margin.")
+    register("entropy", f"{_M}:Entropy", "Adaptive: fill the slot whose predictive distribution has the lowest entropy.")

@@ -1,0 +1,190 @@
+"""The ``seqify`` command: a thin layer over :mod:`seqify.bench` and :mod:`seqify.matrix`.
+
+Importing this module does not import torch: ``seqify --help`` and ``seqify list``
+stay fast. Heavy modules are imported inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seqify.errors import SeqifyError
+from seqify.plugins import get_registry
+
+app = typer.Typer(
+    help="Cross-evaluate tokenizations and generation orders for autoregressive models of non-sequential data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def _names(kind: str) -> str:
+    try:
+        return ", ".join(get_registry().names(kind))
+    except Exception:  # never let --help fail
+        return "see `seqify list`"
+
+
+def _fail(exc: Exception) -> None:
+    err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command("list")
+def list_components() -> None:
+    """Show every registered component with its plugin of origin."""
+    reg = get_registry()
+    table = Table(title="seqify components")
+    for col in ("kind", "name", "modality", "plugin", "description"):
+        table.add_column(col, overflow="fold")
+    for kind in ("modality", "tokenizer", "orderer", "generator"):
+        for info in reg.infos(kind):
+            table.add_row(kind, info.name, info.modality or "", info.plugin, info.description)
+    console.print(table)
+    for name, why in reg.failed_plugins.items():
+        console.print(f"[yellow]plugin {name!r} not loaded:[/] {why}")
+
+
+class RichReporter:
+    """Progress bar per stage, on stderr."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console, transient=False,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def stage(self, name: str, total: int | None = None) -> None:
+        if self.task is not None:
+            t = self.progress.tasks[-1]
+            if t.total is None:
+                self.progress.update(self.task, total=1, completed=1)
+        self.task = self.progress.add_task(name, total=total, info="")
+
+    def advance(self, n: int = 1, info: str = "") -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=n, info=info)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False, soft_wrap=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
+    return str(v)
+
+
+def results_table(results: dict) -> Table:
+    t = Table(title=f"{results['modality']} / {results['dataset']} / {results['tokenizer']} / "
+              f"{results['orderer']} / {results['generator']} (seed {results['seed']}, {results['device']})")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    m = results["modelability"]
+    for k in ("nats_per_token", "nats_per_item", "bits_per_item", "top1_accuracy"):
+        t.add_row(f"modelability: {k}", _fmt(m[k]))
+    t.add_row("modelability: kind", f"{m['kind']} ({m['n_items']} test items)")
+    for k, v in results["metrics"].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            t.add_row(k, _fmt(v))
+    t.add_row("training", f"{results['training'].get('steps')} steps, {results['timings'].get('train_s', 0):.1f} s")
+    t.add_row("total time", f"{results['timings']['total_s']:.1f} s")
+    return t
+
+
+@app.command()
+def bench(
+    modality: str = typer.Option(..., "--modality", "-m", help=f"Modality: {_names('modality')}."),
+    orderer: str = typer.Option(..., "--orderer", "-o", help=f"Orderer: {_names('orderer')}."),
+    out: Path = typer.Option(..., "--out", help="Output folder (results.json, checkpoint.pt, pictures)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset of the modality (default: its first)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A data file, for datasets no package ships."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help=f"Tokenizer: {_names('tokenizer')} (per modality)."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help=f"Generator: {_names('generator')} (default: masked for adaptive/learned orderers, else causal)."),
+    budget: str = typer.Option("quick", "--budget", help="smoke (seconds) | quick (minutes on a CPU) | full (one GPU)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds splits, training, orders and sampling."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON file with any configuration field."),
+) -> None:
+    """Train, measure modelability on the test split, generate, and write DIR/results.json."""
+    from seqify.bench import BenchRequest, run_bench
+
+    req = BenchRequest(modality=modality, orderer=orderer, out=out, dataset=dataset, data=data, tokenizer=tokenizer,
+                       generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config)
+    try:
+        with RichReporter() as rep:
+            result = run_bench(req, rep)
+    except SeqifyError as exc:
+        _fail(exc)
+    console.print(results_table(result.results))
+    console.print(f"results: {result.results_path}")
+
+
+@app.command()
+def matrix(
+    modalities: str = typer.Option(..., "--modalities", help="Comma-separated modalities."),
+    orderers: str = typer.Option(..., "--orderers", help="Comma-separated orderers."),
+    out: Path = typer.Option(..., "--out", help="Output folder (index.sqlite, comparison.md/.csv, heatmap.png, cells/)."),
+    generators: Optional[str] = typer.Option(None, "--generators", help="Comma-separated generators (default: each orderer's default)."),
+    tokenizers: Optional[str] = typer.Option(None, "--tokenizers", help="Comma-separated tokenizers (default: each modality's default)."),
+    budget: str = typer.Option("quick", "--budget", help="smoke | quick | full."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
+) -> None:
+    """Run every compatible cell, resuming from DIR/index.sqlite; write a comparison table and heatmap."""
+    from seqify.matrix import MatrixRequest, run_matrix
+
+    def split(s: Optional[str]) -> Optional[list[str]]:
+        return [x.strip() for x in s.split(",") if x.strip()] if s else None
+
+    req = MatrixRequest(modalities=split(modalities), orderers=split(orderers), out=out, generators=split(generators),
+                        tokenizers=split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config)
+    try:
+        with RichReporter() as rep:
+            result = run_matrix(req, rep)
+    except SeqifyError as exc:
+        _fail(exc)
+    t = Table(title=f"seqify matrix ({result.ran} run, {result.reused} read from the index)")
+    for col in ("modality", "tokenizer", "orderer", "generator", "status", "nats/token", "bits/item", "headline / reason"):
+        t.add_column(col, overflow="fold")
+    for r in result.rows:
+        t.add_row(r["modality"], r["tokenizer"], r["orderer"], r["generator"], r["status"],
+                  _fmt(r.get("nats_per_token", "")), _fmt(r.get("bits_per_item", "")), r.get("headline") or r["reason"])
+    console.print(t)
+    console.print(f"comparison: {out / 'comparison.md'}")
+
+
+def main() -> None:
+    try:
+        app()
+    except SeqifyError as exc:  # errors raised while building --help text, for example
+        err_console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Typed configuration: one pydantic model per part, budgets, config files.
+
+Precedence, lowest first: the defaults below (they run on a laptop), the modality's
+budget preset (``Modality.budget``), the ``--config`` file (TOML or YAML), then
+explicit CLI flags such as ``--steps``. Component settings (``generator``,
+``orderer``, ``tokenizer``) are validated against that component's own model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from seqify.errors import ConfigError
+
+BUDGETS = ("smoke", "quick", "full")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(200, ge=0, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="items per step")
+    lr: float = Field(3e-4, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(20, ge=0, description="linear warm-up, then cosine decay")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
+    eval_every: int = Field(0, ge=0, description="validation loss every N steps (0: at the end only)")
+    val_items: int = Field(256, ge=1, description="validation items used for that loss")
+
+
+class EvalConfig(_Strict):
+    n_test: int = Field(512, ge=1, description="test items scored for modelability")
+    n_samples: int = Field(512, ge=1, description="items generated or completed")
+    batch_size: int = Field(256, ge=1, description="items per forward pass at evaluation")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    orders_per_item: int = Field(1, ge=1, description="orders sampled per test item for stochastic orderers")
+
+
+class DataConfig(_Strict):
+    limit: int | None = Field(None, ge=1, description="at most this many training items")
+
+
+class BenchConfig(_Strict):
+    """Everything one benchmark cell needs besides the component names."""
+
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    data: DataConfig = DataConfig()
+    generator: dict[str, Any] = Field(default_factory=dict, description="generator settings")
+    orderer: dict[str, Any] = Field(default_factory=dict, description="orderer settings")
+    tokenizer: dict[str, Any] = Field(default_factory=dict, description="tokenizer settings")
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, recursing into nested dicts; inputs are not mutated."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        if prefix:
+            field = f"{prefix}.{field}" if field else prefix
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{field or '<config>'}: {err['msg']}{shown}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def validate_model(model: type[BaseModel], data: dict[str, Any], prefix: str = "") -> BaseModel:
+    """``model(**data)`` or a ConfigError that names each bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, prefix)) from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON file into a dict (clear errors, no exec)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(f"config file {str(path)!r}: use .toml, .yaml/.yml or .json")
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"config file {str(path)!r} could not be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
+    return data
+
+
+def resolve_config(
+    budget_overrides: dict[str, Any] | None = None,
+    file_data: dict[str, Any] | None = None,
+    cli_overrides: dict[str, Any] | None = None,
+) -> BenchConfig:
+    merged: dict[str, Any] = {}
+    for layer in (budget_overrides, file_data, cli_overrides):
+        if layer:
+            merged = deep_merge(merged, layer)
+    return validate_model(BenchConfig, merged)  # type: ignore[return-value]

@@ -1,0 +1,99 @@
+"""The runner end to end on the test doubles (no real model training)."""
+
+import json
+import math
+import sqlite3
+
+import pytest
+
+from seqify.bench import BenchRequest, run_bench
+from seqify.errors import ConfigError, NotApplicableError, UnknownComponentError
+from seqify.matrix import MatrixRequest, run_matrix
+from seqify.plugins import build_registry
+from seqify.testing import ToyPlugin
+
+KEYS = {"modality", "dataset", "tokenizer", "orderer", "generator", "seed", "device", "config", "modelability", "metrics", "timings"}
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return build_registry([ToyPlugin()])
+
+
+def test_bench_writes_results_with_the_contract_keys(tmp_path, registry):
+    req = BenchRequest(modality="toy", orderer="random", generator="unigram", out=tmp_path, budget="smoke", seed=3)
+    res = run_bench(req, registry=registry)
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert KEYS <= set(data)
+    m = data["modelability"]
+    assert {"nats_per_token", "nats_per_item", "bits_per_item", "top1_accuracy", "kind"} <= set(m)
+    assert m["kind"] == "estimate"  # random orders
+    assert m["tokens_per_item"] == 3  # 4 digits, the first is given
+    assert m["nats_per_item"] == pytest.approx(m["nats_per_token"] * 3)
+    assert m["bits_per_item"] == pytest.approx(m["nats_per_item"] / math.log(2))
+    assert 0 < m["nats_per_token"] < math.log(10) + 1e-6  # learned something, never worse than uniform+eps
+    assert data["metrics"]["n"] == 16 and data["seed"] == 3
+    assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "samples.png").is_file()
+    assert res.results["config"]["train"]["steps"] == 30
+
+
+def test_same_seed_same_numbers(tmp_path, registry):
+    a = run_bench(BenchRequest(modality="toy", orderer="raster", generator="unigram", out=tmp_path / "a", budget="smoke"), registry=registry)
+    b = run_bench(BenchRequest(modality="toy", orderer="raster", generator="unigram", out=tmp_path / "b", budget="smoke"), registry=registry)
+    assert a.results["modelability"] == b.results["modelability"]
+    assert a.results["modelability"]["kind"] == "exact"
+
+
+def test_bad_requests_fail_before_work(tmp_path, registry):
+    with pytest.raises(UnknownComponentError, match="did you mean 'raster'"):
+        run_bench(BenchRequest(modality="toy", orderer="rastr", generator="unigram", out=tmp_path), registry=registry)
+    with pytest.raises(UnknownComponentError, match="unknown budget"):
+        run_bench(BenchRequest(modality="toy", orderer="raster", generator="unigram", out=tmp_path, budget="huge"), registry=registry)
+    with pytest.raises(ConfigError, match=r"train\.steps"):
+        run_bench(BenchRequest(modality="toy", orderer="raster", generator="unigram", out=tmp_path,
+                               overrides={"train": {"steps": -2}}), registry=registry)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_matrix_resumes_from_its_index_and_shares_models(tmp_path, registry):
+    req = MatrixRequest(modalities=["toy"], orderers=["random", "margin", "raster"], generators=["unigram"],
+                        out=tmp_path, budget="smoke")
+    first = run_matrix(req, registry=registry)
+    assert first.ran == 3 and first.reused == 0
+    by = {r["orderer"]: r for r in first.rows}
+    assert all(r["status"] == "done" for r in first.rows)
+    # margin is trained on random orders, like 'random': the second of the two reuses its model
+    assert by["margin"]["shared_model"] and not by["random"]["shared_model"] and not by["raster"]["shared_model"]
+    second = run_matrix(req, registry=registry)
+    assert second.ran == 0 and second.reused == 3
+    assert [r["nats_per_token"] for r in second.rows] == [r["nats_per_token"] for r in first.rows]
+    con = sqlite3.connect(tmp_path / "index.sqlite")
+    assert con.execute("SELECT count(*) FROM cells WHERE status='done'").fetchone()[0] == 3
+    for name in ("comparison.md", "comparison.csv", "heatmap.png"):
+        assert (tmp_path / name).stat().st_size > 0
+
+
+def test_matrix_lists_inapplicable_cells_with_reason(tmp_path):
+    from seqify.testing import ToyTokenizer
+
+    class NoAnyOrder:
+        from seqify.hookspecs import hookimpl
+
+        @hookimpl
+        def register_generators(self, register):
+            register("fixed-only", "tests.test_bench:FixedOnly", "a generator that trains in one order only")
+
+    reg = build_registry([ToyPlugin(), NoAnyOrder()])
+    res = run_matrix(MatrixRequest(modalities=["toy"], orderers=["reverse"], generators=["fixed-only"], out=tmp_path,
+                                   budget="smoke"), registry=reg)
+    assert res.rows[0]["status"] == "not_applicable"
+    assert "needs a generator that trains in any order" in res.rows[0]["reason"]
+    assert "not_applicable" in (tmp_path / "comparison.md").read_text()
+
+
+from seqify.protocols import GeneratorCaps  # noqa: E402
+from seqify.testing import UnigramGenerator  # noqa: E402
+
+
+class FixedOnly(UnigramGenerator):
+    caps = GeneratorCaps(any_order=False)
