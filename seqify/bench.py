@@ -54,6 +54,9 @@ class BenchRequest:
         config_file: TOML/YAML/JSON with any BenchConfig fields.
         overrides: a dict merged last (Python API).
         model_cache: folder of trained models shared between cells (``seqify matrix``).
+        train_orderer: train under this orderer instead of ``orderer`` (e.g. a masked
+            model trained on random orders, then solved in raster order); scoring and
+            sampling always follow ``orderer``.
     """
 
     modality: str
@@ -70,6 +73,7 @@ class BenchRequest:
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     model_cache: Path | None = None
+    train_orderer: str | None = None
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Cell:
     modality: Any
     tokenizer: Any
     orderer: Any
+    train_orderer: Any
     generator_cls: type
     names: dict[str, str]
     config: BenchConfig
@@ -126,6 +131,7 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     tokenizer_name = req.tokenizer or default_tok
     tokenizer_cls = registry.get("tokenizer", tokenizer_name, req.modality)
     orderer_cls = registry.get("orderer", req.orderer)
+    train_orderer_cls = registry.get("orderer", req.train_orderer) if req.train_orderer else None
     generator_name = req.generator or default_generator(registry, req.orderer)
     generator_cls = registry.get("generator", generator_name)
 
@@ -147,6 +153,9 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
         orderer = orderer_cls(**orderer_opts.model_dump())
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"orderer {req.orderer!r}: {exc}") from None
+    train_orderer = orderer
+    if train_orderer_cls is not None and req.train_orderer != req.orderer:
+        train_orderer = train_orderer_cls()
     try:
         tokenizer = tokenizer_cls(**{**({"dataset": dataset} if _accepts(tokenizer_cls, "dataset") else {}), **config.tokenizer})
     except (TypeError, ValueError) as exc:
@@ -156,9 +165,10 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
         "dataset": dataset,
         "tokenizer": tokenizer_name,
         "orderer": req.orderer,
+        "train_orderer": req.train_orderer or req.orderer,
         "generator": generator_name,
     }
-    return Cell(modality, tokenizer, orderer, generator_cls, names, config, generator_config)
+    return Cell(modality, tokenizer, orderer, train_orderer, generator_cls, names, config, generator_config)
 
 
 def _accepts(cls: type, name: str) -> bool:
@@ -185,7 +195,16 @@ def check_applicable(cell: Cell) -> str | None:
         spec = cell.tokenizer.spec
     except Exception:
         return None
-    return cell.orderer.check(spec, cell.generator_cls.caps)
+    return _check(cell, spec)
+
+
+def _check(cell: Cell, spec) -> str | None:
+    reason = cell.orderer.check(spec, cell.generator_cls.caps)
+    if reason is None and cell.train_orderer is not cell.orderer:
+        reason = cell.train_orderer.check(spec, cell.generator_cls.caps)
+        if reason is None and getattr(cell.train_orderer, "adaptive", False):
+            reason = "an adaptive orderer cannot be a training orderer (it trains on random orders: use 'random')"
+    return reason
 
 
 def pick_device(name: str):
@@ -202,9 +221,9 @@ def train_signature(cell: Cell, req: BenchRequest) -> str:
     """Cells with equal signatures train the same model, which can then be shared."""
     sig = {
         "seqify": __version__,
-        **{k: v for k, v in cell.names.items() if k != "orderer"},
+        **{k: v for k, v in cell.names.items() if k not in ("orderer", "train_orderer")},
         "data": str(req.data) if req.data else None,
-        "train_orders": getattr(cell.orderer, "train_signature", repr(cell.orderer)),
+        "train_orders": getattr(cell.train_orderer, "train_signature", repr(cell.train_orderer)),
         "train": cell.config.train.model_dump(),
         "data_cfg": cell.config.data.model_dump(),
         "generator_cfg": cell.generator_config.model_dump(),
@@ -247,7 +266,7 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     tokenizer = cell.tokenizer
     tokenizer.fit(splits.train)
     spec = tokenizer.spec
-    reason = cell.orderer.check(spec, cell.generator_cls.caps)
+    reason = _check(cell, spec)
     if reason:
         raise NotApplicableError(reason)
     key = f"{cell.names['modality']}|{cell.names['dataset']}|{cell.names['tokenizer']}|{tokenizer!r}|{spec!r}"
@@ -273,7 +292,7 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         rep.stage("training", cfg.train.steps)
         t = time.perf_counter()
         log = train(
-            model, train_table, val_table, cell.orderer, cfg.train, device=device, seed=req.seed,
+            model, train_table, val_table, cell.train_orderer, cfg.train, device=device, seed=req.seed,
             on_step=lambda step, loss: rep.advance(1, f"loss {loss:.3f}"),
         )
         timings["train_s"] = time.perf_counter() - t

@@ -127,12 +127,14 @@ def bench(
     seed: int = typer.Option(0, "--seed", help="Seeds splits, training, orders and sampling."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON file with any configuration field."),
+    train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train under this orderer instead (e.g. random), then score and sample with --orderer."),
 ) -> None:
     """Train, measure modelability on the test split, generate, and write DIR/results.json."""
     from seqify.bench import BenchRequest, run_bench
 
     req = BenchRequest(modality=modality, orderer=orderer, out=out, dataset=dataset, data=data, tokenizer=tokenizer,
-                       generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config)
+                       generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config,
+                       train_orderer=train_orderer)
     try:
         with RichReporter() as rep:
             result = run_bench(req, rep)
@@ -154,6 +156,7 @@ def matrix(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
+    train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train every cell under this orderer (cells then share one model per generator)."),
 ) -> None:
     """Run every compatible cell, resuming from DIR/index.sqlite; write a comparison table and heatmap."""
     from seqify.matrix import MatrixRequest, run_matrix
@@ -162,7 +165,8 @@ def matrix(
         return [x.strip() for x in s.split(",") if x.strip()] if s else None
 
     req = MatrixRequest(modalities=split(modalities), orderers=split(orderers), out=out, generators=split(generators),
-                        tokenizers=split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config)
+                        tokenizers=split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
+                        train_orderer=train_orderer)
     try:
         with RichReporter() as rep:
             result = run_matrix(req, rep)

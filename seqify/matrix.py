@@ -29,7 +29,7 @@ from seqify.registry import Registry
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY,
-    modality TEXT, dataset TEXT, tokenizer TEXT, orderer TEXT, generator TEXT,
+    modality TEXT, dataset TEXT, tokenizer TEXT, orderer TEXT, train_orderer TEXT, generator TEXT,
     budget TEXT, seed INTEGER,
     status TEXT,            -- done | not_applicable | failed
     reason TEXT,
@@ -56,6 +56,7 @@ class MatrixRequest:
     device: str = "auto"
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    train_orderer: str | None = None
 
 
 @dataclass
@@ -77,7 +78,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _cell_key(names: dict[str, str], budget: str, seed: int, steps: int | None) -> str:
     return json.dumps([names["modality"], names["dataset"], names["tokenizer"], names["orderer"],
-                       names["generator"], budget, seed, steps])
+                       names["train_orderer"], names["generator"], budget, seed, steps])
 
 
 def plan_cells(req: MatrixRequest, registry: Registry) -> list[BenchRequest]:
@@ -98,7 +99,7 @@ def plan_cells(req: MatrixRequest, registry: Registry) -> list[BenchRequest]:
                         BenchRequest(
                             modality=modality, orderer=orderer, tokenizer=tokenizer, generator=generator,
                             budget=req.budget, steps=req.steps, seed=req.seed, device=req.device,
-                            config_file=req.config_file, overrides=req.overrides,
+                            config_file=req.config_file, overrides=req.overrides, train_orderer=req.train_orderer,
                             out=req.out / "cells" / name, model_cache=req.out / "models",
                         )
                     )
@@ -134,17 +135,30 @@ def run_matrix(req: MatrixRequest, reporter: Reporter | None = None, registry: R
             status, reason = "failed", f"{type(exc).__name__}: {exc}"
             rep.log(f"cell failed: {reason}\n{traceback.format_exc(limit=3)}")
         con.execute(
-            "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (key, names["modality"], names["dataset"], names["tokenizer"], names["orderer"], names["generator"],
+            "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (key, names["modality"], names["dataset"], names["tokenizer"], names["orderer"], names["train_orderer"],
+             names["generator"],
              req.budget, req.seed, status, reason, json.dumps(results) if results else None,
              str(cell_req.out), time.time()),
         )
         con.commit()
         ran += status != "not_applicable"
         rows.append(_row(names, status, reason, results, str(cell_req.out)))
+    recorded = index_rows(con)
     con.close()
-    files = write_reports(rows, out)
+    files = write_reports(recorded, out)
     return MatrixResult(rows, out, ran, reused, files)
+
+
+def index_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every cell recorded in the index (this and earlier matrix runs into the same folder)."""
+    out = []
+    query = ("SELECT modality, dataset, tokenizer, orderer, train_orderer, generator, status, reason, results_json, "
+             "out_dir FROM cells ORDER BY finished_at")
+    for r in con.execute(query):
+        names = dict(zip(("modality", "dataset", "tokenizer", "orderer", "train_orderer", "generator"), r[:6]))
+        out.append(_row(names, r[6], r[7], json.loads(r[8]) if r[8] else None, r[9]))
+    return out
 
 
 def _row(names: dict[str, str], status: str, reason: str | None, results: dict | None, out_dir: str) -> dict[str, Any]:
@@ -167,12 +181,12 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-COLUMNS = ["modality", "dataset", "tokenizer", "orderer", "generator", "status", "nats_per_token",
+COLUMNS = ["modality", "dataset", "tokenizer", "orderer", "train_orderer", "generator", "status", "nats_per_token",
            "bits_per_item", "top1_accuracy", "modelability_kind", "headline", "shared_model", "reason"]
 
 
 def write_reports(rows: list[dict[str, Any]], out: Path) -> dict[str, str]:
-    """comparison.md, comparison.csv and heatmap.png from the matrix rows."""
+    """comparison.md, comparison.csv and heatmap.png from every cell recorded in ``out``."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -198,12 +212,15 @@ def _heatmap_png(rows: list[dict[str, Any]]) -> bytes:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    ylabels = sorted({f"{r['modality']}/{r['tokenizer']}/{r['generator']}" for r in rows})
+    def ylabel(r):
+        return f"{r['modality']}/{r['tokenizer']}/{r['generator']}, trained {r.get('train_orderer') or r['orderer']}"
+
+    ylabels = sorted({ylabel(r) for r in rows})
     xlabels = list(dict.fromkeys(r["orderer"] for r in rows))
     grid = np.full((len(ylabels), len(xlabels)), np.nan)
     text = [["n/a"] * len(xlabels) for _ in ylabels]
     for r in rows:
-        i, j = ylabels.index(f"{r['modality']}/{r['tokenizer']}/{r['generator']}"), xlabels.index(r["orderer"])
+        i, j = ylabels.index(ylabel(r)), xlabels.index(r["orderer"])
         if r["status"] == "done":
             grid[i, j] = r["nats_per_token"]
             text[i][j] = f"{r['nats_per_token']:.3f}\n{r.get('headline', '')}"
