@@ -278,7 +278,10 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     timings["tokenize_s"] = time.perf_counter() - t
 
     # train (or reuse a model another cell trained the same way)
-    model = cell.generator_cls(spec, cell.generator_config).to(device)
+    model = cell.generator_cls(spec, cell.generator_config)
+    if hasattr(cell.orderer, "wrap"):  # a learned orderer trains with the generator
+        model = cell.orderer.wrap(model, spec)
+    model = model.to(device)
     sig = train_signature(cell, req)
     shared = Path(req.model_cache) / f"{sig}.pt" if req.model_cache else None
     train_info: dict[str, Any]
@@ -314,10 +317,14 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     n_test = min(cfg.eval.n_test, len(test_table))
     rep.stage("scoring the test split", n_test)
     t = time.perf_counter()
-    model_stats = modelability(
-        model, test_table, cell.orderer, n=n_test, batch_size=cfg.eval.batch_size, device=device,
-        seed=req.seed + 3, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance,
-    )
+    if hasattr(cell.orderer, "modelability"):
+        model_stats = cell.orderer.modelability(
+            model, test_table, n=n_test, batch_size=cfg.eval.batch_size, device=device, seed=req.seed + 3)
+    else:
+        model_stats = modelability(
+            model, test_table, cell.orderer, n=n_test, batch_size=cfg.eval.batch_size, device=device,
+            seed=req.seed + 3, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance,
+        )
     timings["modelability_s"] = time.perf_counter() - t
 
     # sample / complete
@@ -351,6 +358,12 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     if hasattr(cell.modality, "save_samples"):
         for p in cell.modality.save_samples(samples, out):
             files[Path(p).stem] = Path(p).name
+    diagnostics = None
+    if hasattr(cell.orderer, "diagnostics"):
+        rep.stage("order diagnostics")
+        diagnostics = cell.orderer.diagnostics(model, test_table, out=out, train_log=train_info, device=device,
+                                               seed=req.seed + 6)
+        files.update(diagnostics.get("files", {}))
     timings["total_s"] = time.perf_counter() - t_all
 
     results = {
@@ -365,6 +378,7 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         "metrics": metrics,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "training": train_info,
+        **({"order_diagnostics": diagnostics} if diagnostics is not None else {}),
         "data": {**splits.info, "n_train": len(train_table), "n_val": len(val_table) if val_table else 0,
                  "n_test": len(test_table), "bad_rows": report.summary()},
         "model": {"parameters": n_params, "train_signature": sig},

@@ -129,6 +129,24 @@ class Orderer(Protocol):
         """
         ...
 
+    # Optional members of a *learned* orderer (``learned = True``), one that trains
+    # together with the generator. The runner uses each one when it is present:
+    #
+    # wrap(generator, spec) -> nn.Module
+    #     a module with the Generator methods (loss, score, sample) that holds the
+    #     generator and the order policy; the runner trains, scores, samples and
+    #     checkpoints it in place of the bare generator.
+    # modelability(model, table, *, n, batch_size, device, seed) -> dict
+    #     replaces the default modelability (e.g. a variational bound and an
+    #     importance-weighted estimate), with the same keys as the default.
+    # diagnostics(model, table, *, out, train_log, device, seed) -> dict
+    #     extra results (goes into results.json under "order_diagnostics"); a "files"
+    #     entry maps names to files it wrote into ``out`` (pictures).
+    #
+    # The wrapped module may define set_progress(fraction) (called before each
+    # training step) and a train_stats dict (read after each step and logged as
+    # series in results.json, e.g. the policy's entropy).
+
 
 @runtime_checkable
 class Generator(Protocol):

@@ -121,6 +121,8 @@ def train(
         order = orderer.train_orders(batch, progress=step / max(1, cfg.steps), rng=order_rng).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
+        if hasattr(model, "set_progress"):
+            model.set_progress(step / max(1, cfg.steps))
         with autocast(device):
             loss = model.loss(batch, order)
         if not torch.isfinite(loss):
@@ -133,6 +135,8 @@ def train(
         ema = value if ema is None else 0.95 * ema + 0.05 * value
         if step % every == 0 or step == cfg.steps - 1:
             log.loss.append((step, round(value, 5)))
+            for name, stat in (getattr(model, "train_stats", None) or {}).items():
+                log.extra.setdefault(name, []).append((step, round(float(stat), 5)))
         if val_table is not None and cfg.eval_every and step > 0 and step % cfg.eval_every == 0:
             v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed)
             log.val_loss.append((step, round(v, 5)))

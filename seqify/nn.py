@@ -1,0 +1,367 @@
+"""Transformer building blocks for generators (public API for plugin authors).
+
+Both generators embed a slot as (value or special token) + kind + one embedding per
+coordinate axis + slot index, run pre-LayerNorm transformer blocks with fused
+attention (``scaled_dot_product_attention``), and read a value distribution that is
+always restricted to the slot's own kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from seqify.types import TokenBatch, TokenizerSpec
+
+__all__ = [
+    "TransformerConfig",
+    "SlotEmbedding",
+    "SelfAttention",
+    "TransformerBlock",
+    "TransformerStack",
+    "LayerCache",
+    "KVCache",
+    "check_batch",
+    "check_temperature",
+    "clean_structure",
+    "init_weights",
+    "global_ids",
+    "restricted_log_softmax",
+    "gumbel_noise",
+    "pick_values",
+    "evaluating",
+    "build_config",
+    "describe",
+]
+
+
+class TransformerConfig(BaseModel):
+    """Size of a generator's transformer; the defaults train on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    d_model: int = Field(128, ge=8, description="width of the token representations")
+    n_layers: int = Field(4, ge=1, description="number of transformer blocks")
+    n_heads: int = Field(4, ge=1, description="attention heads per block (must divide d_model)")
+    mlp_ratio: int = Field(4, ge=1, description="hidden width of the MLP as a multiple of d_model")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on attention and residual branches while training")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "TransformerConfig":
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
+
+
+def build_config(config_model: type[TransformerConfig], config: object) -> TransformerConfig:
+    """``config`` as an instance of ``config_model`` (None: defaults; a dict is validated)."""
+    if config is None:
+        return config_model()
+    if isinstance(config, config_model):
+        return config
+    if isinstance(config, dict):
+        return config_model.model_validate(config)
+    if isinstance(config, BaseModel):
+        return config_model.model_validate(config.model_dump())
+    raise TypeError(f"config must be a {config_model.__name__}, a dict or None, got {type(config).__name__}")
+
+
+def describe(module: nn.Module, config: BaseModel, spec: TokenizerSpec) -> str:
+    """One-line ``__repr__``: class, size, settings and vocabulary."""
+    n = sum(p.numel() for p in module.parameters())
+    size = f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+    settings = ", ".join(f"{k}={v}" for k, v in config.model_dump().items())
+    return f"{type(module).__name__}(params={size}, {settings}, vocab={spec.total_vocab}, max_len={spec.max_len})"
+
+
+class SlotEmbedding(nn.Module):
+    """Where a slot sits: kind + one table per coordinate axis + slot index.
+
+    Args:
+        spec: the tokenizer's spec (number of kinds, coordinate sizes, maximum length).
+        d_model: embedding width.
+    """
+
+    def __init__(self, spec: TokenizerSpec, d_model: int):
+        super().__init__()
+        self.kind = nn.Embedding(len(spec.kinds), d_model)
+        self.coords = nn.ModuleList(nn.Embedding(max(size, 1), d_model) for size in spec.coord_sizes)
+        self.index = nn.Embedding(max(spec.max_len, 1), d_model)
+
+    def forward(self, kinds_BL: torch.Tensor, coords_BLC: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]`` structure embedding of every slot (slot index = column)."""
+        L = kinds_BL.shape[1]
+        x_BLD = self.kind(kinds_BL) + self.index(torch.arange(L, device=kinds_BL.device))
+        for axis, table in enumerate(self.coords):
+            x_BLD = x_BLD + table(coords_BLC[..., axis])
+        return x_BLD
+
+
+class LayerCache:
+    """Keys and values one attention layer has seen, in preallocated buffers.
+
+    Args:
+        capacity: the most positions the cache will hold.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.length = 0
+        self.k_BHTd: torch.Tensor | None = None
+        self.v_BHTd: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return f"LayerCache(length={self.length}, capacity={self.capacity})"
+
+    def append(self, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys and values; return all keys and values so far."""
+        B, H, T, d = k_BHTd.shape
+        if self.k_BHTd is None:
+            shape = (B, H, self.capacity, d)
+            self.k_BHTd = k_BHTd.new_empty(shape)
+            self.v_BHTd = v_BHTd.new_empty(shape)
+        end = self.length + T
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {end} positions for a capacity of {self.capacity}")
+        self.k_BHTd[:, :, self.length : end] = k_BHTd.to(self.k_BHTd.dtype)
+        self.v_BHTd[:, :, self.length : end] = v_BHTd.to(self.v_BHTd.dtype)
+        self.length = end
+        return self.k_BHTd[:, :, :end], self.v_BHTd[:, :, :end]
+
+
+class KVCache:
+    """One :class:`LayerCache` per transformer block.
+
+    Args:
+        n_layers: number of blocks.
+        capacity: the most positions the cache will hold.
+    """
+
+    def __init__(self, n_layers: int, capacity: int):
+        self.layers = [LayerCache(capacity) for _ in range(n_layers)]
+
+    def __repr__(self) -> str:
+        return f"KVCache(layers={len(self.layers)}, length={self.length})"
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``.
+
+    Args:
+        d_model: width.
+        n_heads: heads.
+        dropout: attention-weight dropout while training.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(
+        self,
+        x_BTD: torch.Tensor,
+        *,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        cache: LayerCache | None = None,
+    ) -> torch.Tensor:
+        B, T, D = x_BTD.shape
+        H = self.n_heads
+        q, k, v = self.qkv(x_BTD).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y_BHTd = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+        )
+        return self.proj(y_BHTd.transpose(1, 2).reshape(B, T, D))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LayerNorm block: x + attn(ln(x)), then x + mlp(ln(x)) with a GELU MLP."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.ln_mlp = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, mlp_ratio * d_model),
+            nn.GELU(),
+            nn.Linear(mlp_ratio * d_model, d_model),
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x_BTD, *, mask=None, is_causal=False, cache: LayerCache | None = None):
+        x_BTD = x_BTD + self.drop(self.attn(self.ln_attn(x_BTD), mask=mask, is_causal=is_causal, cache=cache))
+        return x_BTD + self.drop(self.mlp(self.ln_mlp(x_BTD)))
+
+
+class TransformerStack(nn.Module):
+    """The blocks and the final LayerNorm.
+
+    Args:
+        config: sizes (see :class:`TransformerConfig`).
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(config.d_model, config.n_heads, config.mlp_ratio, config.dropout)
+            for _ in range(config.n_layers)
+        )
+        self.ln_out = nn.LayerNorm(config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x_BTD: torch.Tensor,
+        *,
+        key_mask_BL: torch.Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Hidden states ``[B, T, D]``.
+
+        Args:
+            x_BTD: input embeddings of the T new positions.
+            key_mask_BL: bool, False for keys no query may attend to (padding).
+            causal: each position attends only to itself and earlier positions.
+            cache: a KV cache: the new positions follow the ``cache.length`` cached ones.
+        """
+        T = x_BTD.shape[1]
+        mask, is_causal = None, False
+        if key_mask_BL is not None:
+            mask = key_mask_BL[:, None, None, :]
+        if causal:
+            start = cache.length if cache is not None else 0
+            if start == 0 and mask is None:
+                is_causal = True  # fused causal kernel
+            elif T > 1:
+                q_pos = torch.arange(start, start + T, device=x_BTD.device)
+                k_pos = torch.arange(start + T, device=x_BTD.device)
+                causal_TS = k_pos[None, :] <= q_pos[:, None]
+                mask = causal_TS if mask is None else (mask & causal_TS)
+        x_BTD = self.drop(x_BTD)
+        for i, block in enumerate(self.blocks):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x_BTD = block(x_BTD, mask=mask, is_causal=is_causal, cache=layer_cache)
+        return self.ln_out(x_BTD)
+
+
+def init_weights(module: nn.Module, n_layers: int) -> None:
+    """GPT-2 style init: N(0, 0.02), zero biases, residual projections scaled down."""
+    for name, p in module.named_parameters():
+        if p.dim() >= 2:
+            std = 0.02
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.2.weight"):
+                std = 0.02 / math.sqrt(2 * n_layers)
+            nn.init.normal_(p, mean=0.0, std=std)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
+
+
+def clean_structure(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Values, kinds and coordinates with padding zeroed (pads may hold anything)."""
+    pad_BL = batch.pad
+    values_BL = batch.values.masked_fill(pad_BL, 0)
+    kinds_BL = batch.kinds.masked_fill(pad_BL, 0)
+    coords_BLC = batch.coords.masked_fill(pad_BL[..., None], 0)
+    return values_BL, kinds_BL, coords_BLC
+
+
+def global_ids(values_BL: torch.Tensor, kinds_BL: torch.Tensor, offsets_K: torch.Tensor) -> torch.Tensor:
+    """Ids inside each kind -> ids in the concatenated vocabulary."""
+    return offsets_K[kinds_BL] + values_BL
+
+
+def restricted_log_softmax(logits_NV: torch.Tensor, allowed_NV: torch.Tensor) -> torch.Tensor:
+    """Float32 log-probabilities normalized over the allowed ids only (others -inf)."""
+    return logits_NV.float().masked_fill(~allowed_NV, float("-inf")).log_softmax(dim=-1)
+
+
+def gumbel_noise(shape: tuple[int, ...], rng: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise drawn on CPU from ``rng`` (reproducible), moved to ``device``."""
+    u = torch.rand(shape, generator=rng, dtype=torch.float32)
+    u = u.clamp_min(torch.finfo(torch.float32).tiny)
+    return (-torch.log(-torch.log(u))).to(device)
+
+
+def pick_values(logp_NV: torch.Tensor, temperature: float, noise_NV: torch.Tensor | None) -> torch.Tensor:
+    """Sample ids (Gumbel-max at ``temperature``), or the argmax when temperature is 0."""
+    if temperature == 0 or noise_NV is None:
+        return logp_NV.argmax(dim=-1)
+    return (logp_NV / temperature + noise_NV).argmax(dim=-1)
+
+
+def check_temperature(temperature: float) -> float:
+    temperature = float(temperature)
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
+    return temperature
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode and no gradients inside; the previous mode is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def check_batch(spec: TokenizerSpec, batch: TokenBatch, *, values_of: torch.Tensor | None = None, who: str = "generator") -> None:
+    """Raise ValueError naming the item and slot when a batch does not fit ``spec``.
+
+    Args:
+        spec: the tokenizer spec the generator was built for.
+        batch: the batch to check (padding is ignored).
+        values_of: ``[B, L]`` bool, slots whose values must lie in their kind's range
+            (default: every non-padding slot).
+        who: name used in messages.
+    """
+    B, L = batch.values.shape
+    if L > spec.max_len:
+        raise ValueError(f"{who}: batch has {L} slots per item, more than the spec's max_len {spec.max_len}")
+    C = len(spec.coord_sizes)
+    if batch.coords.dim() != 3 or batch.coords.shape[2] != C:
+        raise ValueError(f"{who}: batch coords have shape {tuple(batch.coords.shape)}, expected [B, L, {C}]")
+    real_BL = ~batch.pad
+    values_of = real_BL if values_of is None else values_of & real_BL
+    sizes_K = torch.tensor([k.size for k in spec.kinds], device=batch.values.device)
+    n_kinds = len(spec.kinds)
+    bad_kind_BL = real_BL & ((batch.kinds < 0) | (batch.kinds >= n_kinds))
+    kinds_BL = batch.kinds.clamp(0, n_kinds - 1)
+    bad_value_BL = values_of & ((batch.values < 0) | (batch.values >= sizes_K[kinds_BL]))
+    if C:
+        limits_C = torch.tensor(spec.coord_sizes, device=batch.values.device)
+        bad_coord_BL = real_BL & ((batch.coords < 0) | (batch.coords >= limits_C)).any(-1)
+    else:
+        bad_coord_BL = torch.zeros_like(real_BL)
+    bad_BL = bad_kind_BL | bad_value_BL | bad_coord_BL
+    if not bool(bad_BL.any()):
+        return
+    b, i = (int(x) for x in bad_BL.nonzero()[0])
+    if bool(bad_kind_BL[b, i]):
+        reason = f"kind {int(batch.kinds[b, i])} is not one of the spec's {n_kinds} kinds"
+    elif bool(bad_coord_BL[b, i]):
+        reason = f"coords {batch.coords[b, i].tolist()} are outside the sizes {list(spec.coord_sizes)}"
+    else:
+        kind = spec.kinds[int(batch.kinds[b, i])]
+        reason = f"value {int(batch.values[b, i])} is outside kind {kind.name!r} (size {kind.size})"
+    raise ValueError(f"{who}: item {b}, slot {i}: {reason}")
