@@ -101,7 +101,7 @@ class Cell:
     generator_config: Any
 
 
-def _choose(kind: str, value: str | None, options: list[str], registry_kind: str | None = None) -> str:
+def _choose(kind: str, value: str | None, options: list[str]) -> str:
     if value is None:
         return options[0]
     if value not in options:
@@ -122,7 +122,8 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
         raise UnknownComponentError("budget", req.budget, BUDGETS)
     if req.device not in ("auto", "cpu", "cuda"):
         raise UnknownComponentError("device", req.device, ["auto", "cpu", "cuda"])
-    modality = registry.get("modality", req.modality)()
+    modality_cls = registry.get("modality", req.modality)
+    modality = modality_cls()
     dataset = _choose("dataset", req.dataset, list(modality.datasets))
     tok_names = registry.names("tokenizer", req.modality)
     if not tok_names:
@@ -147,6 +148,11 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     if req.steps is not None:
         cli = {**cli, "train": {**cli.get("train", {}), "steps": req.steps}}
     config = resolve_config(budget, file_data, cli)
+    if config.modality:
+        model = getattr(modality_cls, "config_model", None)
+        if model is None:
+            raise ConfigError(f"modality {req.modality!r} takes no settings (got modality.{next(iter(config.modality))})")
+        modality = modality_cls(**validate_model(model, config.modality, "modality").model_dump())
     generator_config = validate_model(generator_cls.config_model, config.generator, "generator")
     orderer_opts = validate_model(getattr(orderer_cls, "config_model", None) or _empty_model(), config.orderer, "orderer")
     try:
@@ -233,34 +239,29 @@ def train_signature(cell: Cell, req: BenchRequest) -> str:
     return hashlib.sha1(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Registry | None = None) -> BenchResult:
-    """Run one cell end to end and write its files into ``req.out``."""
-    import torch
+@dataclass
+class Prepared:
+    """A cell's data after loading and tokenizing."""
 
+    splits: Any
+    tokenizer: Any
+    spec: Any
+    train: Any
+    val: Any
+    test: Any
+    report: RowReport
+
+
+def prepare_data(cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str, float]) -> Prepared:
+    """Load the dataset, fit the tokenizer, tokenize every split (cached)."""
     from seqify.dataset import tokenize_split
-    from seqify.evaluate import modelability, sample_items
-    from seqify.training import train
 
-    rep = reporter or Reporter()
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    cell = resolve_cell(req, registry)
-    reason = check_applicable(cell)
-    if reason:
-        raise NotApplicableError(reason)
-    cfg = cell.config
-    device = pick_device(req.device)
-    out = Path(req.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # load
     rep.stage("loading data")
     t = time.perf_counter()
     report = RowReport()
-    splits = cell.modality.load(cell.names["dataset"], req.data, seed=req.seed, limit=cfg.data.limit, report=report)
+    splits = cell.modality.load(cell.names["dataset"], req.data, seed=req.seed, limit=cell.config.data.limit, report=report)
     timings["load_s"] = time.perf_counter() - t
 
-    # tokenize (cached)
     rep.stage("tokenizing")
     t = time.perf_counter()
     tokenizer = cell.tokenizer
@@ -276,12 +277,90 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     if len(test_kept) != len(splits.test):  # keep samples aligned with the test items they complete
         splits.test = [splits.test[i] for i in test_kept]
     timings["tokenize_s"] = time.perf_counter() - t
+    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report)
+
+
+def build_model(cell: Cell, spec):
+    """The generator, wrapped by a learned orderer when the orderer trains with it."""
+    model = cell.generator_cls(spec, cell.generator_config)
+    if hasattr(cell.orderer, "wrap"):
+        model = cell.orderer.wrap(model, spec)
+    return model
+
+
+def generate_and_measure(
+    cell: Cell, data: Prepared, model, *, n: int, seed: int, out: Path, device, rep: Reporter,
+    timings: dict[str, float],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Sample (or complete) ``n`` items, decode, measure, draw; returns (metrics, files)."""
+    import torch
+
+    from seqify.evaluate import sample_items
+
+    cfg = cell.config
+    rng = torch.Generator().manual_seed(seed + 4)
+    test_tokens = (
+        [data.test.tokenset(i) for i in range(min(len(data.test), n))] if cell.modality.task == "complete" else []
+    )
+    templates = cell.modality.templates(data.tokenizer, test_tokens, n, rng)
+    rep.stage("completing" if cell.modality.task == "complete" else "sampling", len(templates))
+    t = time.perf_counter()
+    filled = sample_items(
+        model, templates, cell.orderer, batch_size=cfg.eval.batch_size, device=device,
+        seed=seed + 5, temperature=cfg.eval.temperature, on_batch=rep.advance,
+    )
+    timings["sample_s"] = time.perf_counter() - t
+    timings["sample_per_item_ms"] = 1000 * timings["sample_s"] / max(len(filled), 1)
+    samples, undecodable = [], 0
+    for ts in filled:
+        try:
+            samples.append(data.tokenizer.decode(ts))
+        except (ValueError, KeyError):
+            samples.append(None)
+            undecodable += 1
+
+    rep.stage("measuring samples")
+    t = time.perf_counter()
+    metrics = cell.modality.evaluate(samples, data.splits, templates=templates)
+    metrics["undecodable"] = undecodable
+    timings["metrics_s"] = time.perf_counter() - t
+    files = {}
+    picture = cell.modality.render(samples, out / "samples.png", splits=data.splits)
+    files["samples_png"] = Path(picture).name
+    if hasattr(cell.modality, "save_samples"):
+        for p in cell.modality.save_samples(samples, out):
+            files[Path(p).stem] = Path(p).name
+    return metrics, files
+
+
+def _request_dict(req: BenchRequest) -> dict[str, Any]:
+    return {"modality": req.modality, "orderer": req.orderer, "dataset": req.dataset,
+            "data": str(req.data) if req.data else None, "tokenizer": req.tokenizer, "generator": req.generator,
+            "budget": req.budget, "steps": req.steps, "seed": req.seed, "train_orderer": req.train_orderer}
+
+
+def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Registry | None = None) -> BenchResult:
+    """Run one cell end to end and write its files into ``req.out``."""
+    import torch
+
+    from seqify.evaluate import modelability
+    from seqify.training import train
+
+    rep = reporter or Reporter()
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    cell = resolve_cell(req, registry)
+    reason = check_applicable(cell)
+    if reason:
+        raise NotApplicableError(reason)
+    cfg = cell.config
+    device = pick_device(req.device)
+    out = Path(req.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cell, req, rep, timings)
 
     # train (or reuse a model another cell trained the same way)
-    model = cell.generator_cls(spec, cell.generator_config)
-    if hasattr(cell.orderer, "wrap"):  # a learned orderer trains with the generator
-        model = cell.orderer.wrap(model, spec)
-    model = model.to(device)
+    model = build_model(cell, data.spec).to(device)
     sig = train_signature(cell, req)
     shared = Path(req.model_cache) / f"{sig}.pt" if req.model_cache else None
     train_info: dict[str, Any]
@@ -295,7 +374,7 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         rep.stage("training", cfg.train.steps)
         t = time.perf_counter()
         log = train(
-            model, train_table, val_table, cell.train_orderer, cfg.train, device=device, seed=req.seed,
+            model, data.train, data.val, cell.train_orderer, cfg.train, device=device, seed=req.seed,
             on_step=lambda step, loss: rep.advance(1, f"loss {loss:.3f}"),
         )
         timings["train_s"] = time.perf_counter() - t
@@ -303,65 +382,35 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         if shared is not None:
             save_checkpoint(shared, {"model": model.state_dict(), "train_log_json": json.dumps(train_info)})
     n_params = sum(p.numel() for p in model.parameters())
-    ckpt = {
+    save_checkpoint(out / "checkpoint.pt", {
         "model": model.state_dict(),
+        "request_json": json.dumps(_request_dict(req)),
         "names_json": json.dumps(cell.names),
-        "generator_config_json": cell.generator_config.model_dump_json(),
         "config_json": cfg.model_dump_json(),
-        "spec_json": json.dumps(_spec_dict(spec)),
-        "seed": req.seed,
-    }
-    save_checkpoint(out / "checkpoint.pt", ckpt)
+        "spec_json": json.dumps(_spec_dict(data.spec)),
+    })
 
     # modelability
-    n_test = min(cfg.eval.n_test, len(test_table))
+    n_test = min(cfg.eval.n_test, len(data.test))
     rep.stage("scoring the test split", n_test)
     t = time.perf_counter()
     if hasattr(cell.orderer, "modelability"):
         model_stats = cell.orderer.modelability(
-            model, test_table, n=n_test, batch_size=cfg.eval.batch_size, device=device, seed=req.seed + 3)
+            model, data.test, n=n_test, batch_size=cfg.eval.batch_size, device=device, seed=req.seed + 3)
     else:
         model_stats = modelability(
-            model, test_table, cell.orderer, n=n_test, batch_size=cfg.eval.batch_size, device=device,
+            model, data.test, cell.orderer, n=n_test, batch_size=cfg.eval.batch_size, device=device,
             seed=req.seed + 3, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance,
         )
     timings["modelability_s"] = time.perf_counter() - t
 
-    # sample / complete
-    rng = torch.Generator().manual_seed(req.seed + 4)
-    test_tokens = [test_table.tokenset(i) for i in range(min(len(test_table), cfg.eval.n_samples))] if cell.modality.task == "complete" else []
-    templates = cell.modality.templates(tokenizer, test_tokens, cfg.eval.n_samples, rng)
-    rep.stage("completing" if cell.modality.task == "complete" else "sampling", len(templates))
-    t = time.perf_counter()
-    filled = sample_items(
-        model, templates, cell.orderer, batch_size=cfg.eval.batch_size, device=device,
-        seed=req.seed + 5, temperature=cfg.eval.temperature, on_batch=rep.advance,
-    )
-    timings["sample_s"] = time.perf_counter() - t
-    timings["sample_per_item_ms"] = 1000 * timings["sample_s"] / max(len(filled), 1)
-    samples, undecodable = [], 0
-    for ts in filled:
-        try:
-            samples.append(tokenizer.decode(ts))
-        except (ValueError, KeyError):
-            samples.append(None)
-            undecodable += 1
-
-    rep.stage("measuring samples")
-    t = time.perf_counter()
-    metrics = cell.modality.evaluate(samples, splits, templates=templates)
-    metrics["undecodable"] = undecodable
-    timings["metrics_s"] = time.perf_counter() - t
-    files = {"results": "results.json", "checkpoint": "checkpoint.pt"}
-    picture = cell.modality.render(samples, out / "samples.png", splits=splits)
-    files["samples_png"] = Path(picture).name
-    if hasattr(cell.modality, "save_samples"):
-        for p in cell.modality.save_samples(samples, out):
-            files[Path(p).stem] = Path(p).name
+    metrics, sample_files = generate_and_measure(
+        cell, data, model, n=cfg.eval.n_samples, seed=req.seed, out=out, device=device, rep=rep, timings=timings)
+    files = {"results": "results.json", "checkpoint": "checkpoint.pt", **sample_files}
     diagnostics = None
     if hasattr(cell.orderer, "diagnostics"):
         rep.stage("order diagnostics")
-        diagnostics = cell.orderer.diagnostics(model, test_table, out=out, train_log=train_info, device=device,
+        diagnostics = cell.orderer.diagnostics(model, data.test, out=out, train_log=train_info, device=device,
                                                seed=req.seed + 6)
         files.update(diagnostics.get("files", {}))
     timings["total_s"] = time.perf_counter() - t_all
@@ -379,14 +428,66 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "training": train_info,
         **({"order_diagnostics": diagnostics} if diagnostics is not None else {}),
-        "data": {**splits.info, "n_train": len(train_table), "n_val": len(val_table) if val_table else 0,
-                 "n_test": len(test_table), "bad_rows": report.summary()},
+        "data": {**data.splits.info, "n_train": len(data.train), "n_val": len(data.val) if data.val else 0,
+                 "n_test": len(data.test), "bad_rows": data.report.summary()},
         "model": {"parameters": n_params, "train_signature": sig},
         "files": files,
         "versions": {"seqify": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     atomic_write_json(out / "results.json", results)
     return BenchResult(results, out, files)
+
+
+def run_sample(
+    run: Path, out: Path, *, n: int | None = None, seed: int | None = None, device: str = "auto",
+    temperature: float | None = None, reporter: Reporter | None = None, registry: Registry | None = None,
+) -> BenchResult:
+    """Generate more items from a finished run's checkpoint, without retraining.
+
+    The run's data is loaded again (from the cache) to fit the tokenizer exactly as in
+    training; the weights are loaded with ``weights_only=True``.
+    """
+    rep = reporter or Reporter()
+    ckpt_path = Path(run) / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise SeqifyError(f"{str(ckpt_path)!r} not found: give the --out folder of a finished `seqify bench` run")
+    state = load_checkpoint(ckpt_path)
+    asked = json.loads(state["request_json"])
+    config = json.loads(state["config_json"])
+    overrides: dict[str, Any] = {"train": config["train"], "eval": dict(config["eval"]), "data": config["data"],
+                                 "generator": config["generator"], "orderer": config["orderer"],
+                                 "tokenizer": config["tokenizer"]}
+    if n is not None:
+        overrides["eval"]["n_samples"] = n
+    if temperature is not None:
+        overrides["eval"]["temperature"] = temperature
+    req = BenchRequest(
+        modality=asked["modality"], orderer=asked["orderer"], out=Path(out), dataset=asked["dataset"],
+        data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],
+        generator=asked["generator"], budget=asked["budget"], seed=asked["seed"], device=device,
+        overrides=overrides, train_orderer=asked["train_orderer"],
+    )
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    cell = resolve_cell(req, registry)
+    dev = pick_device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = prepare_data(cell, req, rep, timings)
+    model = build_model(cell, data.spec)
+    model.load_state_dict(state["model"])
+    model = model.to(dev).eval()
+    sample_seed = asked["seed"] if seed is None else seed
+    metrics, files = generate_and_measure(
+        cell, data, model, n=cell.config.eval.n_samples, seed=sample_seed, out=out, device=dev, rep=rep,
+        timings=timings)
+    timings["total_s"] = time.perf_counter() - t_all
+    results = {**cell.names, "from_run": str(run), "seed": sample_seed, "device": str(dev),
+               "n_samples": cell.config.eval.n_samples, "temperature": cell.config.eval.temperature,
+               "metrics": metrics, "timings": {k: round(v, 3) for k, v in timings.items()},
+               "files": {"results": "sample_results.json", **files}}
+    atomic_write_json(out / "sample_results.json", results)
+    return BenchResult(results, out, results["files"])
 
 
 def _spec_dict(spec) -> dict:

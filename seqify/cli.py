@@ -182,6 +182,33 @@ def matrix(
     console.print(f"comparison: {out / 'comparison.md'}")
 
 
+@app.command()
+def sample(
+    run: Path = typer.Option(..., "--run", help="The --out folder of a finished `seqify bench` run."),
+    out: Path = typer.Option(..., "--out", help="Where to write the samples, pictures and sample_results.json."),
+    n: Optional[int] = typer.Option(None, "--n", help="Items to generate (default: as in the run)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: the run's seed)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+) -> None:
+    """Generate more items from a trained run's checkpoint, without retraining."""
+    from seqify.bench import run_sample
+
+    try:
+        with RichReporter() as rep:
+            result = run_sample(run, out, n=n, seed=seed, device=device, temperature=temperature, reporter=rep)
+    except SeqifyError as exc:
+        _fail(exc)
+    t = Table(title=f"seqify sample from {run}")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    for k, v in result.results["metrics"].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            t.add_row(k, _fmt(v))
+    console.print(t)
+    console.print(f"results: {out / 'sample_results.json'}")
+
+
 def main() -> None:
     try:
         app()

@@ -52,6 +52,7 @@ class BenchConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     data: DataConfig = DataConfig()
+    modality: dict[str, Any] = Field(default_factory=dict, description="modality settings (its config_model)")
     generator: dict[str, Any] = Field(default_factory=dict, description="generator settings")
     orderer: dict[str, Any] = Field(default_factory=dict, description="orderer settings")
     tokenizer: dict[str, Any] = Field(default_factory=dict, description="tokenizer settings")

@@ -1,0 +1,172 @@
+"""Read Sudoku CSV files: one puzzle and its solution per row; bad rows reported, skipped.
+
+The common public format: a header ``quizzes,solutions`` and rows of two fields of 81
+characters each, ``0`` or ``.`` for a blank. Also accepted: the header
+``puzzle,solution`` (or ``puzzles``/``quiz``, ``solution``), a header with other
+columns besides those two (the two are picked by name), and files without a header
+whose first row is two 81-character fields. Every malformed row is passed to
+``report.add(path, line, reason)`` and skipped; the rest load.
+
+Checks per row, in this order (the reason names the first one that fails): number of
+fields, field lengths, legal characters, clues that contradict each other, a solution
+that is not a valid grid, a solution that disagrees with a clue. Uniqueness of the
+solution is not checked (use :func:`seqify_sudoku.puzzles.solve` for that).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from seqify.data import RowReport
+from seqify.errors import DataError
+
+from seqify_sudoku.puzzles import UNITS_27x9, SudokuItem, item_problem, to_array
+
+__all__ = ["PUZZLE_HEADERS", "SOLUTION_HEADERS", "load_csv", "write_csv"]
+
+#: accepted (case-insensitive) names of the puzzle column
+PUZZLE_HEADERS = ("quizzes", "quiz", "puzzles", "puzzle")
+#: accepted (case-insensitive) names of the solution column
+SOLUTION_HEADERS = ("solutions", "solution")
+
+
+def _header_columns(row: list[str]) -> tuple[int, int] | None:
+    names = [field.strip().lower() for field in row]
+    puzzle = next((names.index(h) for h in PUZZLE_HEADERS if h in names), None)
+    solution = next((names.index(h) for h in SOLUTION_HEADERS if h in names), None)
+    if puzzle is None or solution is None:
+        return None
+    return puzzle, solution
+
+
+def _looks_like_header(row: list[str]) -> bool:
+    """A first row with no digits at all is a header we do not understand."""
+    return bool(row) and not any(ch.isdigit() for field in row for ch in field)
+
+
+def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -> list[SudokuItem]:
+    """All good rows of a Sudoku CSV file, in file order (blanks written as ``"0"``).
+
+    Rows are checked in chunks with numpy (a million rows take seconds); a row that
+    fails is checked again by :func:`~seqify_sudoku.puzzles.item_problem` to name
+    the reason.
+
+    Args:
+        path: the CSV file.
+        report: receives ``(str(path), line number, reason)`` for each skipped row;
+            line numbers are 1-based lines of the file (the header is line 1).
+        chunk_rows: rows checked together (default 20,000; bounds the memory used).
+
+    Raises DataError only when the file does not exist or cannot be read as CSV
+    text; an unrecognized header (a first row without digits) is reported as a bad
+    row and the rows below are read as ``puzzle,solution``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Sudoku CSV file {str(path)!r} does not exist")
+    source = str(path)
+    items: list[SudokuItem] = []
+    chunk: list[tuple[int, str | None, str, str]] = []  # (line, reason or None, puzzle, solution)
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # a BOM is dropped
+            reader = csv.reader(fh)
+            columns: tuple[int, int] = (0, 1)
+            n_fields = 2
+            first = True
+            for row in reader:
+                line = reader.line_num
+                if first:
+                    first = False
+                    found = _header_columns(row)
+                    if found is not None:
+                        columns, n_fields = found, len(row)
+                        continue
+                    if _looks_like_header(row):
+                        report.add(
+                            source,
+                            line,
+                            f"unrecognized header: {','.join(row)!r} names no puzzle and "
+                            "solution columns (expected 'quizzes,solutions' or "
+                            "'puzzle,solution'); reading the rows as puzzle,solution",
+                        )
+                        continue
+                report.seen()
+                if not row or all(not field.strip() for field in row):
+                    chunk.append((line, "empty row", "", ""))
+                elif len(row) != n_fields:
+                    reason = f"wrong number of fields: expected {n_fields}, got {len(row)}"
+                    chunk.append((line, reason, "", ""))
+                else:
+                    chunk.append((line, None, row[columns[0]].strip(), row[columns[1]].strip()))
+                if len(chunk) >= chunk_rows:
+                    _flush(chunk, source, report, items)
+                    chunk = []
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{source} is not a UTF-8 text file: {exc}") from None
+    except csv.Error as exc:
+        raise DataError(f"{source}: unreadable CSV near line {reader.line_num}: {exc}") from None
+    _flush(chunk, source, report, items)
+    return items
+
+
+_PUZZLE_RE = re.compile(r"[0-9.]{81}")
+_SOLUTION_RE = re.compile(r"[1-9]{81}")
+_ALL_DIGITS = 0b1111111110  # bits 1..9
+_POPCOUNT_1024 = np.array([bin(m).count("1") for m in range(1024)], dtype=np.int8)
+
+
+def _grids_ok(puzzles: list[str], solutions: list[str]) -> np.ndarray:
+    """``[N]`` bool: clues consistent, solution a valid grid, solution agrees with clues."""
+    puz_N81 = to_array(puzzles).astype(np.int16)
+    sol_N81 = to_array(solutions).astype(np.int16)
+    units = UNITS_27x9
+    sol_bits_N81 = np.left_shift(1, sol_N81)
+    sol_ok_N = (np.bitwise_or.reduce(sol_bits_N81[:, units], axis=2) == _ALL_DIGITS).all(axis=1)
+    clue_bits_N81 = np.where(puz_N81 > 0, np.left_shift(1, puz_N81), 0)
+    clue_or_N27 = np.bitwise_or.reduce(clue_bits_N81[:, units], axis=2)
+    n_clues_N27 = (puz_N81[:, units] > 0).sum(axis=2)
+    clues_ok_N = (_POPCOUNT_1024[clue_or_N27] == n_clues_N27).all(axis=1)
+    agree_N = ((puz_N81 == 0) | (puz_N81 == sol_N81)).all(axis=1)
+    return sol_ok_N & clues_ok_N & agree_N
+
+
+def _flush(
+    chunk: list[tuple[int, str | None, str, str]], source: str, report: RowReport, items: list[SudokuItem]
+) -> None:
+    """Check a chunk of rows; report the bad ones and append the good ones, in order."""
+    if not chunk:
+        return
+    candidates = [
+        k
+        for k, (_, reason, puzzle, solution) in enumerate(chunk)
+        if reason is None and _PUZZLE_RE.fullmatch(puzzle) and _SOLUTION_RE.fullmatch(solution)
+    ]
+    good = set()
+    if candidates:
+        ok_N = _grids_ok([chunk[k][2] for k in candidates], [chunk[k][3] for k in candidates])
+        good = {k for k, ok in zip(candidates, ok_N.tolist()) if ok}
+    for k, (line, reason, puzzle, solution) in enumerate(chunk):
+        if k in good:
+            items.append(SudokuItem(puzzle.replace(".", "0"), solution))
+            continue
+        reason = reason or item_problem(puzzle, solution)
+        if reason is None:  # cannot happen: the vectorized and the per-row checks agree
+            raise AssertionError(f"{source}: row {line} failed the grid check but has no reason")
+        report.add(source, line, reason)
+
+
+def write_csv(path: str | Path, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> Path:
+    """Write rows under a header (used for completions and for test fixtures)."""
+    import io
+
+    from seqify.io import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,544 @@
+"""Sudoku puzzles: the item type, a solver, checks, and a fast seeded generator.
+
+Grids are strings of 81 characters in row-major (raster) order: ``"1"``..``"9"`` for a
+digit and ``"0"`` for a blank. This module uses numpy and the standard library only.
+
+How :func:`generate_puzzles` is fast: it first builds a small *pool* of base puzzles
+with a real solver (a random full grid, then clues removed one at a time in random
+order, keeping each removal only while the solution stays unique, down to the
+requested clue count), then multiplies the pool with the Sudoku symmetry group,
+vectorized in numpy. Every group element (digit relabelling, row swaps within a
+band, band swaps, column swaps within a stack, stack swaps, transposition) maps a
+valid grid to a valid grid and a puzzle with a unique solution to a puzzle with a
+unique solution and the same number of clues, so every output is a proper puzzle.
+The group has 9! * 6^8 * 2 (about 1.2e12) elements, so repeats are rare; they are
+removed anyway. Outputs made from the same base puzzle are equivalent puzzles (same
+difficulty, different cells and digits): ``pool_size`` sets how many distinct ones
+there are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import lru_cache
+from multiprocessing import get_context
+
+import numpy as np
+
+log = logging.getLogger("seqify.sudoku")
+
+__all__ = [
+    "SudokuItem",
+    "DIGITS",
+    "UNITS",
+    "UNITS_27x9",
+    "unit_name",
+    "to_array",
+    "to_strings",
+    "solve",
+    "count_solutions",
+    "random_grid",
+    "make_base_puzzle",
+    "default_workers",
+    "base_pool",
+    "augment",
+    "default_pool_size",
+    "expand_pool",
+    "generate_puzzles",
+    "grid_problem",
+    "clue_problem",
+    "item_problem",
+    "is_valid_solution",
+]
+
+DIGITS = "123456789"
+#: cells of each unit: 9 rows, then 9 columns, then 9 boxes (27 lists of 9 indices)
+UNITS: tuple[tuple[int, ...], ...] = (
+    tuple(tuple(r * 9 + c for c in range(9)) for r in range(9))
+    + tuple(tuple(r * 9 + c for r in range(9)) for c in range(9))
+    + tuple(
+        tuple((br * 3 + r) * 9 + bc * 3 + c for r in range(3) for c in range(3))
+        for br in range(3)
+        for bc in range(3)
+    )
+)
+#: the same as a ``[27, 9]`` index array
+UNITS_27x9 = np.array(UNITS, dtype=np.intp)
+
+_ROW = [i // 9 for i in range(81)]
+_COL = [i % 9 for i in range(81)]
+_BOX = [(i // 27) * 3 + (i % 9) // 3 for i in range(81)]
+_POP = [bin(m).count("1") for m in range(512)]
+_DIGITS_OF = [tuple(d for d in range(1, 10) if m >> (d - 1) & 1) for m in range(512)]
+
+
+@dataclass(frozen=True, slots=True)
+class SudokuItem:
+    """One Sudoku: a puzzle and its solution, 81 characters each, row-major.
+
+    Args:
+        puzzle: ``"0"`` for a blank, ``"1"``..``"9"`` for a clue.
+        solution: the solved grid, digits ``"1"``..``"9"`` only.
+
+    The constructor does not validate (the generator makes millions of these);
+    :func:`item_problem` does, and the tokenizer calls it.
+    """
+
+    puzzle: str
+    solution: str
+
+    @property
+    def clues(self) -> int:
+        """Number of given cells."""
+        return 81 - self.puzzle.count("0")
+
+
+def unit_name(unit: int) -> str:
+    """``"row 3"``, ``"column 7"`` or ``"box 5"`` (1-based) for a unit index in UNITS."""
+    kind = ("row", "column", "box")[unit // 9]
+    return f"{kind} {unit % 9 + 1}"
+
+
+def _cells(grid: str) -> list[int]:
+    if len(grid) != 81:
+        raise ValueError(f"a Sudoku grid has 81 characters, got {len(grid)}")
+    out = []
+    for pos, ch in enumerate(grid):
+        if ch == "." or ch == "0":
+            out.append(0)
+        elif "1" <= ch <= "9":
+            out.append(ord(ch) - 48)
+        else:
+            raise ValueError(
+                f"illegal character {ch!r} at position {pos + 1} (row {pos // 9 + 1}, column {pos % 9 + 1})"
+            )
+    return out
+
+
+def _search(cells: list[int], limit: int, rng: random.Random | None = None) -> list[list[int]]:
+    """Depth-first search with bitmasks, filling the most constrained cell first.
+
+    Returns up to ``limit`` solutions (lists of 81 ints). With ``rng`` the candidate
+    digits of each cell are tried in random order (used to draw random full grids).
+    """
+    rows, cols, boxes = [0] * 9, [0] * 9, [0] * 9
+    for i, v in enumerate(cells):
+        if v:
+            bit = 1 << (v - 1)
+            r, c, b = _ROW[i], _COL[i], _BOX[i]
+            if (rows[r] | cols[c] | boxes[b]) & bit:
+                return []  # two clues contradict each other
+            rows[r] |= bit
+            cols[c] |= bit
+            boxes[b] |= bit
+    grid = list(cells)
+    empty = [i for i in range(81) if not cells[i]]
+    n = len(empty)
+    solutions: list[list[int]] = []
+    R, C, B, POP, DIG = _ROW, _COL, _BOX, _POP, _DIGITS_OF
+
+    def dfs(k: int) -> bool:
+        if k == n:
+            solutions.append(grid.copy())
+            return len(solutions) >= limit
+        best_j, best_p, best_m = k, 10, 0
+        for j in range(k, n):
+            i = empty[j]
+            m = ~(rows[R[i]] | cols[C[i]] | boxes[B[i]]) & 511
+            p = POP[m]
+            if p < best_p:
+                best_j, best_p, best_m = j, p, m
+                if p <= 1:
+                    break
+        if best_p == 0:
+            return False
+        empty[k], empty[best_j] = empty[best_j], empty[k]
+        i = empty[k]
+        r, c, b = R[i], C[i], B[i]
+        digits = DIG[best_m]
+        if rng is not None and len(digits) > 1:
+            digits = list(digits)
+            rng.shuffle(digits)
+        for d in digits:
+            bit = 1 << (d - 1)
+            rows[r] |= bit
+            cols[c] |= bit
+            boxes[b] |= bit
+            grid[i] = d
+            done = dfs(k + 1)
+            rows[r] ^= bit
+            cols[c] ^= bit
+            boxes[b] ^= bit
+            if done:
+                grid[i] = 0
+                return True
+        grid[i] = 0
+        empty[k], empty[best_j] = empty[best_j], empty[k]
+        return False
+
+    if limit > 0:
+        dfs(0)
+    return solutions
+
+
+def solve(puzzle: str, limit: int = 2) -> list[str]:
+    """Up to ``limit`` solutions of a puzzle (``"0"`` or ``"."`` for a blank).
+
+    Args:
+        puzzle: 81 characters, row-major.
+        limit: stop after this many solutions (default 2: enough to tell unique).
+
+    Returns an empty list when the puzzle has no solution (or its clues contradict).
+    Raises ValueError for a string that is not a puzzle.
+    """
+    return ["".join(map(str, s)) for s in _search(_cells(puzzle), limit)]
+
+
+def count_solutions(puzzle: str, limit: int = 2) -> int:
+    """Number of solutions, counted up to ``limit``."""
+    return len(_search(_cells(puzzle), limit))
+
+
+def random_grid(rng: random.Random) -> list[int]:
+    """A random complete valid grid (81 ints), drawn by randomized search."""
+    return _search([0] * 81, 1, rng)[0]
+
+
+_PEERS = [
+    tuple(j for j in range(81) if j != i and (_ROW[j] == _ROW[i] or _COL[j] == _COL[i] or _BOX[j] == _BOX[i]))
+    for i in range(81)
+]
+
+
+def _peer_mask(cells: list[int], i: int) -> int:
+    """Bitmask of the digits the clues in cell ``i``'s row, column and box hold."""
+    mask = 0
+    for j in _PEERS[i]:
+        v = cells[j]
+        if v:
+            mask |= 1 << (v - 1)
+    return mask
+
+
+def make_base_puzzle(clues: int, rng: random.Random, *, max_tries: int = 100) -> tuple[str, str]:
+    """One puzzle with a unique solution and exactly ``clues`` clues, from scratch.
+
+    Draws a random full grid and blanks cells in random order, keeping a blank only
+    if the puzzle still has one solution; stops at ``clues`` clues. When a grid gets
+    stuck above that count (every remaining clue is needed), starts over with a new
+    grid, up to ``max_tries`` grids.
+
+    Args:
+        clues: number of clues wanted (17..81; below ~22 this gets slow or fails).
+        rng: the random source (consumed).
+        max_tries: grids to try before giving up with a ValueError.
+
+    Returns ``(puzzle, solution)`` strings.
+    """
+    if not 17 <= clues <= 81:
+        raise ValueError(f"clues must be between 17 and 81, got {clues}")
+    for _ in range(max_tries):
+        solution = random_grid(rng)
+        cells = list(solution)
+        remaining = 81
+        order = list(range(81))
+        rng.shuffle(order)
+        for i in order:
+            if remaining == clues:
+                break
+            keep = cells[i]
+            cells[i] = 0
+            # the clues around cell i hold the 8 other digits: its value stays forced
+            # and the solution stays unique without a search
+            if _peer_mask(cells, i) | (1 << (keep - 1)) == 511 or len(_search(cells, 2)) == 1:
+                remaining -= 1
+            else:
+                cells[i] = keep
+        if remaining == clues:
+            return "".join(map(str, cells)), "".join(map(str, solution))
+    raise ValueError(
+        f"could not make a puzzle with {clues} clues in {max_tries} tries; "
+        "random clue removal rarely gets below ~22 clues, ask for more clues"
+    )
+
+
+def _seed_int(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0])
+
+
+def _pool_chunk(args: tuple[int, int, int, int]) -> list[tuple[str, str]]:
+    clues, seed, start, stop = args
+    # each base puzzle has its own seed, so the pool does not depend on the chunking
+    return [make_base_puzzle(clues, random.Random(_seed_int(seed, clues, i))) for i in range(start, stop)]
+
+
+def default_workers(workers: int | None = None) -> int:
+    """``workers`` if given, else the usable cores (at most 8)."""
+    if workers is not None:
+        return max(1, workers)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+def base_pool(
+    size: int, *, clues: int = 30, seed: int = 0, workers: int | None = None
+) -> list[tuple[str, str]]:
+    """``size`` base puzzles made by :func:`make_base_puzzle`, seeded per puzzle.
+
+    Args:
+        size: number of base puzzles.
+        clues: clues per puzzle (default 30).
+        seed: base seed; puzzle ``i`` depends only on (seed, clues, i).
+        workers: processes to use (default: the usable cores, at most 8; 1 runs in
+            this process). The result does not depend on it. Pools of 256 or more
+            use spawned processes: from a script, call this under
+            ``if __name__ == "__main__":``. If processes cannot start, one is used.
+    """
+    if size < 0:
+        raise ValueError(f"pool size must be >= 0, got {size}")
+    n_workers = default_workers(workers)
+    if n_workers == 1 or size < 256:  # starting processes costs more than it saves
+        return _pool_chunk((clues, seed, 0, size))
+    n_chunks = n_workers * 4
+    bounds = [size * k // n_chunks for k in range(n_chunks + 1)]
+    jobs = [(clues, seed, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    try:
+        with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+            chunks = list(pool.map(_pool_chunk, jobs))
+    except (OSError, RuntimeError, BrokenProcessPool) as exc:  # no processes here: go on in one
+        log.warning("Sudoku base pool: worker processes failed (%s); using one process", exc)
+        chunks = [_pool_chunk(job) for job in jobs]
+    return [pair for chunk in chunks for pair in chunk]
+
+
+def to_array(grids: list[str]) -> np.ndarray:
+    """``[N, 81]`` uint8 digits from strings (``"."`` read as 0)."""
+    raw = "".join(grids).replace(".", "0").encode("ascii")
+    return (np.frombuffer(raw, dtype=np.uint8) - 48).reshape(len(grids), 81)
+
+
+def to_strings(digits_N81: np.ndarray) -> list[str]:
+    """81-character strings from ``[N, 81]`` digits."""
+    raw = (digits_N81.astype(np.uint8) + 48).tobytes().decode("ascii")
+    return [raw[k : k + 81] for k in range(0, len(raw), 81)]
+
+
+def _random_perms(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
+    """``[n, k]``: one uniformly random permutation of range(k) per row."""
+    return np.argsort(rng.random((n, k)), axis=1)
+
+
+def _line_perms(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``[n, 9]`` row (or column) permutations that keep bands (stacks) together."""
+    band_N3 = _random_perms(rng, n, 3)
+    within_N33 = _random_perms(rng, n * 3, 3).reshape(n, 3, 3)
+    return (band_N3[:, :, None] * 3 + within_N33).reshape(n, 9)
+
+
+def augment(
+    puzzles_N81: np.ndarray, solutions_N81: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Apply one random Sudoku symmetry per row to puzzles and their solutions.
+
+    The same transformation (transpose or not, then row and column permutations
+    that keep bands and stacks, then a digit relabelling) is applied to a puzzle
+    and its solution, so clue counts, validity and uniqueness are preserved.
+
+    Args:
+        puzzles_N81: ``[N, 81]`` digits, 0 for a blank.
+        solutions_N81: ``[N, 81]`` digits 1..9.
+        rng: numpy generator (consumed).
+
+    Returns new ``[N, 81]`` uint8 arrays; the inputs are not modified.
+    """
+    n = puzzles_N81.shape[0]
+    both_2N99 = np.stack([puzzles_N81, solutions_N81]).reshape(2, n, 9, 9).astype(np.uint8)
+    flip_N = rng.random(n) < 0.5
+    both_2N99 = np.where(flip_N[None, :, None, None], both_2N99.transpose(0, 1, 3, 2), both_2N99)
+    rows_N9 = _line_perms(rng, n)
+    cols_N9 = _line_perms(rng, n)
+    idx_N = np.arange(n)[:, None, None]
+    both_2N99 = both_2N99[:, idx_N, rows_N9[:, :, None], cols_N9[:, None, :]]
+    relabel_N10 = np.concatenate(
+        [np.zeros((n, 1), dtype=np.uint8), (_random_perms(rng, n, 9) + 1).astype(np.uint8)], axis=1
+    )
+    flat_2N81 = both_2N99.reshape(2, n, 81)
+    out = [np.take_along_axis(relabel_N10, flat_2N81[k].astype(np.intp), axis=1) for k in range(2)]
+    return out[0], out[1]
+
+
+def default_pool_size(n: int) -> int:
+    """Base puzzles used for ``n`` outputs by default: one per 10, at least 1,000, at most n."""
+    return min(n, max(1000, n // 10))
+
+
+def expand_pool(pool: list[tuple[str, str]], n: int, rng: np.random.Generator) -> list[SudokuItem]:
+    """``n`` distinct puzzles, each a random symmetry of a base puzzle from ``pool``.
+
+    The base puzzles are used about equally often (a shuffled round-robin), then
+    :func:`augment` transforms each copy; repeats are dropped and replaced.
+
+    Args:
+        pool: ``(puzzle, solution)`` pairs with unique solutions.
+        n: number of puzzles wanted.
+        rng: numpy generator (consumed).
+    """
+    if n == 0:
+        return []
+    if not pool:
+        raise ValueError("expand_pool needs at least one base puzzle")
+    base_puz_P81 = to_array([p for p, _ in pool])
+    base_sol_P81 = to_array([s for _, s in pool])
+    seen: dict[str, str] = {}
+    rounds = 0
+    while len(seen) < n:
+        need = n - len(seen)
+        which_N = rng.permutation(np.resize(np.arange(len(pool)), need))
+        puz_N81, sol_N81 = augment(base_puz_P81[which_N], base_sol_P81[which_N], rng)
+        for p, s in zip(to_strings(puz_N81), to_strings(sol_N81)):
+            if p not in seen:
+                seen[p] = s
+        rounds += 1
+        if rounds > 100:  # only possible for a pool of a few highly symmetric puzzles
+            raise ValueError(f"could not draw {n} distinct puzzles from a pool of {len(pool)}")
+    return [SudokuItem(p, s) for p, s in list(seen.items())[:n]]
+
+
+def generate_puzzles(
+    n: int,
+    *,
+    clues: int = 30,
+    seed: int = 0,
+    pool_size: int | None = None,
+    workers: int | None = None,
+) -> list[SudokuItem]:
+    """``n`` distinct Sudoku puzzles with unique solutions and exactly ``clues`` clues.
+
+    Makes ``min(pool_size, n)`` base puzzles with the solver (see :func:`base_pool`),
+    then draws each output from a base puzzle under a random symmetry of the Sudoku
+    group (see :func:`expand_pool`, :func:`augment` and the module docstring). The
+    same (n, clues, seed, pool_size) always gives the same puzzles in the same
+    order, whatever ``workers`` is. Results are cached in memory (the last 6 calls).
+
+    Args:
+        n: number of puzzles.
+        clues: clues per puzzle (default 30; 17..81, below ~22 generation may fail).
+        seed: seed of everything (default 0).
+        pool_size: number of base puzzles made by the solver (default None: see
+            :func:`default_pool_size`); the cost is linear in it, the variety of
+            distinct (non-equivalent) puzzles grows with it.
+        workers: processes for the pool (default: the usable cores, at most 8).
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if pool_size is None:
+        pool_size = default_pool_size(n)
+    if pool_size < 1:
+        raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+    return list(_generate(n, clues, seed, pool_size, workers))
+
+
+@lru_cache(maxsize=6)
+def _generate(n: int, clues: int, seed: int, pool_size: int, workers: int | None) -> tuple[SudokuItem, ...]:
+    if n == 0:
+        return ()
+    pool = base_pool(min(pool_size, n), clues=clues, seed=seed, workers=workers)
+    rng = np.random.default_rng([seed, clues, n, pool_size])
+    return tuple(expand_pool(pool, n, rng))
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _repeat(digits_81: list[int], unit: tuple[int, ...]) -> int:
+    """The first digit appearing twice in ``unit`` (0 when none)."""
+    seen = 0
+    for i in unit:
+        d = digits_81[i]
+        if d:
+            bit = 1 << d
+            if seen & bit:
+                return d
+            seen |= bit
+    return 0
+
+
+def clue_problem(puzzle: str) -> str | None:
+    """None when no two clues of ``puzzle`` (digits, 0 blank) clash, else the clash."""
+    cells = [ord(ch) - 48 for ch in puzzle]
+    for u, unit in enumerate(UNITS):
+        d = _repeat(cells, unit)
+        if d:
+            return f"digit {d} appears twice in {unit_name(u)}"
+    return None
+
+
+def grid_problem(solution: str) -> str | None:
+    """None when ``solution`` (81 digits 1..9) is a valid full grid, else what is wrong."""
+    cells = [ord(ch) - 48 for ch in solution]
+    for u, unit in enumerate(UNITS):
+        d = _repeat(cells, unit)
+        if d:
+            return f"digit {d} appears twice in {unit_name(u)}"
+    return None
+
+
+def is_valid_solution(grid: str, puzzle: str | None = None) -> bool:
+    """True when ``grid`` is a valid full grid (and agrees with ``puzzle``'s clues)."""
+    if not isinstance(grid, str) or len(grid) != 81 or not all("1" <= ch <= "9" for ch in grid):
+        return False
+    if grid_problem(grid) is not None:
+        return False
+    if puzzle is not None:
+        return all(p in "0." or p == g for p, g in zip(puzzle, grid))
+    return True
+
+
+def _field_problem(name: str, text: str, allowed: str) -> str | None:
+    if len(text) != 81:
+        return f"wrong length: {name} has {len(text)} characters, expected 81"
+    for pos, ch in enumerate(text):
+        if ch not in allowed:
+            return (
+                f"illegal character: {ch!r} in {name} at position {pos + 1} "
+                f"(row {pos // 9 + 1}, column {pos % 9 + 1})"
+            )
+    return None
+
+
+def item_problem(puzzle: str, solution: str) -> str | None:
+    """None when (puzzle, solution) is a usable Sudoku item, else the first problem.
+
+    The reason starts with a category and a colon ("wrong length: ...", "illegal
+    character: ...", "contradicting clues: ...", "invalid solution: ...",
+    "solution disagrees with clue: ..."), so reports can count by category.
+    ``puzzle`` may use ``"."`` for a blank. Uniqueness is not checked (costly).
+    """
+    for name, text, allowed in (("puzzle", puzzle, "0123456789."), ("solution", solution, DIGITS)):
+        if not isinstance(text, str):
+            return f"wrong type: {name} is {type(text).__name__}, expected str"
+        problem = _field_problem(name, text, allowed)
+        if problem:
+            return problem
+    puzzle = puzzle.replace(".", "0")
+    problem = clue_problem(puzzle)
+    if problem:
+        return f"contradicting clues: {problem}"
+    problem = grid_problem(solution)
+    if problem:
+        return f"invalid solution: {problem}"
+    for pos, (p, s) in enumerate(zip(puzzle, solution)):
+        if p != "0" and p != s:
+            return (
+                f"solution disagrees with clue: row {pos // 9 + 1}, column {pos % 9 + 1} "
+                f"has clue {p} but solution {s}"
+            )
+    return None
