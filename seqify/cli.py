@@ -55,25 +55,36 @@ def list_components() -> None:
 
 
 class RichReporter:
-    """Progress bar per stage, on stderr."""
+    """A rich progress bar per stage on a terminal; plain timestamped lines otherwise
+    (logs, CI), one at each stage and every tenth of a stage."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.live = err_console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=err_console, transient=False,
         )
         self.task = None
+        self._plain: dict[str, Any] = {}
 
     def __enter__(self):
-        self.progress.start()
+        if self.live:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.live:
+            self.progress.stop()
 
     def stage(self, name: str, total: int | None = None) -> None:
+        import time
+
+        if not self.live:
+            self._plain = {"name": name, "total": total, "done": 0, "next": 0.1, "t0": time.perf_counter()}
+            err_console.print(f"[{time.strftime('%H:%M:%S')}] {name}" + (f" ({total})" if total else ""), highlight=False)
+            return
         if self.task is not None:
             t = self.progress.tasks[-1]
             if t.total is None:
@@ -81,11 +92,23 @@ class RichReporter:
         self.task = self.progress.add_task(name, total=total, info="")
 
     def advance(self, n: int = 1, info: str = "") -> None:
+        import time
+
+        if not self.live:
+            p = self._plain
+            if not p or not p.get("total"):
+                return
+            p["done"] += n
+            if p["done"] >= p["next"] * p["total"]:
+                p["next"] += 0.1
+                err_console.print(f"[{time.strftime('%H:%M:%S')}]   {p['name']}: {p['done']}/{p['total']} "
+                                  f"({time.perf_counter() - p['t0']:.0f} s) {info}", highlight=False)
+            return
         if self.task is not None:
             self.progress.update(self.task, advance=n, info=info)
 
     def log(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False, soft_wrap=True)
+        (self.progress.console if self.live else err_console).print(message, highlight=False, soft_wrap=True)
 
 
 def _fmt(v: Any) -> str:
