@@ -274,7 +274,9 @@ def prepare_data(cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str
     train_table, _ = tokenize_split(tokenizer, splits.train, split="train", report=report, cache_key=key)
     val_table = tokenize_split(tokenizer, splits.val, split="val", report=report, cache_key=key)[0] if splits.val else None
     test_table, test_kept = tokenize_split(tokenizer, splits.test, split="test", report=report, cache_key=key)
-    if len(test_kept) != len(splits.test):  # keep samples aligned with the test items they complete
+    if cell.modality.task == "complete" and len(test_kept) != len(splits.test):
+        # completions must stay aligned with the test items they complete; for generation the
+        # reference set (e.g. FCD's) stays whole, and the skipped items are in the row report
         splits.test = [splits.test[i] for i in test_kept]
     timings["tokenize_s"] = time.perf_counter() - t
     return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report)
