@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = {
     "generators": "seqify_generators",
     "sudoku": "seqify_sudoku",
     "molecule": "seqify_molecule",
+    "learned": "seqify_learned",
 }
 
 _HOOKS = {

@@ -1,0 +1,20 @@
+"""Built-in plugin: the ``learned`` orderer (LO-ARM-style learned generation order).
+
+Modules: :mod:`~seqify_learned.options` (settings), :mod:`~seqify_learned.model`
+(the wrapper that holds the masked generator, the order policy and the variational
+posterior), :mod:`~seqify_learned.orderer` (the Orderer with the learned-orderer
+members the runner calls), :mod:`~seqify_learned.diagnostics` (order profiles and
+pictures). Nothing heavy is imported here: the registry holds "module:Class" strings.
+"""
+
+from seqify.hookspecs import hookimpl
+
+
+@hookimpl
+def register_orderers(register):
+    register(
+        "learned",
+        "seqify_learned.orderer:LearnedOrder",
+        "Learned order policy trained with the masked generator (LO-ARM: variational bound, "
+        "Plackett-Luce posterior, RLOO).",
+    )

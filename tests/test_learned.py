@@ -1,0 +1,495 @@
+"""The learned (LO-ARM-style) orderer: posterior, bound, RLOO, training, sampling, runner."""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib.metadata import entry_points
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from seqify.dataset import TokenTable
+from seqify.errors import NotApplicableError
+from seqify.io import load_checkpoint, save_checkpoint
+from seqify.protocols import GeneratorCaps
+from seqify.types import KindSpec, OrderBatch, TokenizerSpec, TokenSet, collate
+from seqify_generators.masked import MaskedTransformer
+from seqify_learned.model import (
+    LearnedOrderModel,
+    PosteriorGraph,
+    masked_entropy,
+    plackett_luce_log_prob,
+    rloo_surrogate,
+    slot_graph,
+)
+from seqify_learned.orderer import LearnedOrder
+
+TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
+SMALL_Q = {"policy_d_model": 16, "policy_layers": 1, "policy_heads": 2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models: threads only contend with each other on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ tiny data
+
+# 4 x 4 Sudoku-like grid: one kind of 4 digits, coords (row, col, box)
+SUDOKU4 = TokenizerSpec(
+    kinds=(KindSpec("digit", 4),),
+    coord_names=("row", "col", "box"),
+    coord_sizes=(4, 4, 4),
+    max_len=16,
+)
+_BASE4 = torch.tensor([[0, 1, 2, 3], [2, 3, 0, 1], [1, 0, 3, 2], [3, 2, 1, 0]])
+
+
+def sudoku4_items(n: int, seed: int = 0, n_given: int = 6) -> list[TokenSet]:
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.arange(16)
+    row, col = idx // 4, idx % 4
+    coords = torch.stack([row, col, (row // 2) * 2 + col // 2], dim=1)
+    items = []
+    for _ in range(n):
+        relabel = torch.randperm(4, generator=g)
+        values = relabel[_BASE4.flatten()]
+        given = torch.zeros(16, dtype=torch.bool)
+        given[torch.randperm(16, generator=g)[:n_given]] = True
+        items.append(TokenSet(values, torch.zeros(16, dtype=torch.long), coords.clone(), given))
+    return items
+
+
+# a 3-atom graph tokenization: node slots (i, i) of kind "atom", edge slots (i, j) of kind "bond"
+GRAPH3 = TokenizerSpec(
+    kinds=(KindSpec("atom", 3), KindSpec("bond", 2)),
+    coord_names=("i", "j"),
+    coord_sizes=(3, 3),
+    max_len=6,
+)
+_PAIRS3 = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+
+
+def graph3_items(n: int, seed: int = 0) -> list[TokenSet]:
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.tensor(_PAIRS3)
+    kinds = (coords[:, 0] != coords[:, 1]).long()
+    sizes = torch.tensor([3, 2])[kinds]
+    items = []
+    for _ in range(n):
+        values = (torch.rand(6, generator=g) * sizes).long()
+        items.append(TokenSet(values, kinds.clone(), coords.clone(), torch.zeros(6, dtype=torch.bool)))
+    return items
+
+
+# digit strings x0 x1 x1 x0 x1 with x0 given: one free digit, the rest are copies
+DIGITS5 = TokenizerSpec(kinds=(KindSpec("digit", 10),), coord_names=("pos",), coord_sizes=(5,), max_len=5)
+
+
+def copy_items(n: int, seed: int = 0) -> list[TokenSet]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        x0, x1 = (int(v) for v in torch.randint(0, 10, (2,), generator=g))
+        values = torch.tensor([x0, x1, x1, x0, x1])
+        given = torch.tensor([True, False, False, False, False])
+        out.append(TokenSet(values, torch.zeros(5, dtype=torch.long), torch.arange(5)[:, None], given))
+    return out
+
+
+def build(spec: TokenizerSpec, seed: int = 0, **options) -> tuple[LearnedOrder, LearnedOrderModel]:
+    torch.manual_seed(seed)
+    orderer = LearnedOrder(**{**SMALL_Q, **options})
+    return orderer, orderer.wrap(MaskedTransformer(spec, TINY), spec)
+
+
+def randomize_heads(model: LearnedOrderModel, seed: int = 0, scale: float = 0.5) -> None:
+    """The policy and posterior heads start at zero (uniform); give them some shape."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for head in (model.order_head, model.posterior.out):
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * scale)
+            head.bias.copy_(torch.randn(head.bias.shape, generator=g) * scale)
+
+
+# ------------------------------------------------------------------ registration and options
+
+
+def test_registers_through_its_entry_point():
+    from seqify.plugins import build_registry
+
+    names = {ep.name: ep.value for ep in entry_points(group="seqify")}
+    assert names.get("learned") == "seqify_learned"
+    registry = build_registry(warn=False)
+    assert "learned" in registry.names("orderer")
+    cls = registry.get("orderer", "learned")
+    assert cls is LearnedOrder and cls.learned and not cls.adaptive and cls.stochastic
+
+
+def test_options_are_validated():
+    with pytest.raises(ValidationError):
+        LearnedOrder(not_an_option=1)
+    with pytest.raises(ValidationError):
+        LearnedOrder(orders_per_item=1)  # RLOO needs two orders
+    with pytest.raises(ValidationError):
+        LearnedOrder(policy_d_model=30, policy_heads=4)
+    assert "warm_start=0.5" in repr(LearnedOrder(warm_start=0.5))
+    # evaluation-only settings share a trained model; training settings do not
+    assert LearnedOrder(greedy_order=True, eval_orders=2).train_signature == LearnedOrder().train_signature
+    assert LearnedOrder(warm_start=0.5).train_signature != LearnedOrder().train_signature
+    assert all(f.description for f in LearnedOrder.config_model.model_fields.values())
+
+
+def test_check_says_when_it_does_not_apply():
+    adaptive = MaskedTransformer.caps
+    assert LearnedOrder().check(SUDOKU4, adaptive) is None
+    assert "masked" in LearnedOrder().check(SUDOKU4, GeneratorCaps(adaptive=False))
+    var = TokenizerSpec((KindSpec("t", 4),), ("pos",), (8,), 8, variable_length=True, end_kind=0, end_value=3)
+    assert "variable-length" in LearnedOrder().check(var, adaptive)
+    assert "('i', 'j')" in LearnedOrder(backbone="graph").check(SUDOKU4, adaptive)
+    assert LearnedOrder(backbone="graph").check(GRAPH3, adaptive) is None
+    batch = collate(sudoku4_items(2))
+    with pytest.raises(NotApplicableError):
+        LearnedOrder().infer_orders(batch, rng=torch.Generator())
+    with pytest.raises(NotApplicableError):
+        LearnedOrder().select(torch.zeros(2, 16, 4), batch.target)
+    LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(0)).validate(batch)
+
+
+# ------------------------------------------------------------------ the posterior q
+
+
+def test_q_orders_are_valid_and_log_q_is_the_plackett_luce_formula():
+    _, model = build(SUDOKU4)
+    randomize_heads(model, scale=2.0)
+    batch = collate(sudoku4_items(3, seed=1))
+    with torch.no_grad():
+        rep, scores_RL, order, logq_R = model.posterior_orders(batch, 2, rng=torch.Generator().manual_seed(0))
+    order.validate(rep)
+    assert rep.batch_size == 6 and torch.equal(rep.values[0], rep.values[1])
+    for r in range(rep.batch_size):
+        pred = [int(i) for i, b in zip(order.perm[r], order.block[r]) if b >= 0]
+        assert sorted(pred) == rep.target[r].nonzero().flatten().tolist()  # every predicted slot once
+        assert not any(bool(rep.given[r, i]) for i in pred)  # given slots never chosen
+        s = scores_RL[r].double()
+        by_hand, remaining = 0.0, list(pred)
+        for i in pred:  # log q = sum_t [s_{z_t} - logsumexp over the slots not yet chosen]
+            by_hand += float(s[i] - torch.logsumexp(s[remaining], 0))
+            remaining.remove(i)
+        assert logq_R[r].item() == pytest.approx(by_hand, abs=1e-4)
+    assert torch.allclose(plackett_luce_log_prob(scores_RL, order), logq_R)
+    assert float(scores_RL[rep.target].abs().max()) <= model.options.score_clip
+
+
+def test_scores_are_bounded_by_score_clip():
+    _, model = build(SUDOKU4, score_clip=2.0)
+    randomize_heads(model, scale=50.0)
+    batch = collate(sudoku4_items(2))
+    with torch.no_grad():
+        s = model.posterior_scores(batch)
+        hidden, _ = model.generator.encode(batch, batch.given)
+        o = model.order_logits(hidden)
+    assert float(s[batch.target].abs().max()) <= 2.0 and float(o.abs().max()) <= 2.0
+    assert float(s[batch.target].abs().max()) > 1.5  # the clip is active, not a collapse
+
+
+# ------------------------------------------------------------------ exact scoring and the bound
+
+
+def test_score_is_the_sum_of_per_step_value_and_order_log_probs():
+    _, model = build(SUDOKU4)
+    randomize_heads(model)
+    batch = collate(sudoku4_items(3, seed=2))
+    order = LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(3))
+    scores, used = model.score(batch, order)
+    assert torch.equal(used.perm, order.perm)
+    offsets = torch.tensor(SUDOKU4.vocab_offsets)
+    with torch.no_grad():
+        for b in range(batch.batch_size):
+            one = collate([batch.unbatch()[b]])
+            known = one.given.clone()
+            total = 0.0
+            for i in [int(i) for i, blk in zip(order.perm[b], order.block[b]) if blk >= 0]:
+                hidden, logp = model.generator.encode(one, known)
+                logits = model.order_head(hidden).squeeze(-1)
+                logits = 10.0 * torch.tanh(logits / 10.0)
+                open_ = one.target & ~known
+                order_lp = logits[0, i] - torch.logsumexp(logits[0][open_[0]], 0)
+                value_lp = logp[0, i, offsets[one.kinds[0, i]] + one.values[0, i]]
+                assert float(scores.logp[b, i]) == pytest.approx(float(order_lp + value_lp), abs=1e-4)
+                total += float(order_lp + value_lp)
+                known[0, i] = True
+            assert float(scores.logp[b].sum()) == pytest.approx(total, abs=1e-3)
+    assert torch.equal(scores.scored, batch.target)
+    with pytest.raises(ValueError, match="blocks of one"):
+        model.score(batch, OrderBatch(order.perm, torch.where(order.block > 0, order.block // 2, order.block)))
+    _, drawn = model.score(batch)  # no order: one draw from q
+    drawn.validate(batch)
+
+
+def test_importance_weighted_estimate_is_at_least_the_elbo_and_equal_for_one_order():
+    _, model = build(SUDOKU4)
+    randomize_heads(model)
+    batch = collate(sudoku4_items(4, seed=3))
+    est = model.estimate(batch, 4, rng=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(est["iw"]).all() and torch.isfinite(est["elbo"]).all())
+    assert bool((est["iw"] >= est["elbo"] - 1e-9).all())
+    assert bool((est["iw"] > est["elbo"] + 1e-6).any())  # orders differ, so the bound is not tight
+    assert torch.allclose(est["elbo"], est["value"] + est["order"] - est["log_q"])
+    one = model.estimate(batch, 1, rng=torch.Generator().manual_seed(0))
+    assert torch.allclose(one["iw"], one["elbo"])
+    assert bool((one["iw"] < 0).all())
+
+
+def test_stratified_training_estimate_is_unbiased_and_exact_with_one_step_per_stratum():
+    _, model = build(SUDOKU4)
+    randomize_heads(model)
+    batch = collate(sudoku4_items(3, seed=12))  # 10 predicted slots each
+    torch.manual_seed(7)
+    with torch.no_grad():
+        exact = model.elbo_estimate(batch, k=2, steps=10)["elbo_slot"]
+    torch.manual_seed(7)
+    with torch.no_grad():
+        rep, _, order, logq = model.posterior_orders(batch, 2)
+    value, order_lp, _ = model.walk(rep, order)
+    by_walk = ((value.sum(1) + order_lp.sum(1) - logq) / 10).mean()
+    assert float(exact) == pytest.approx(float(by_walk), abs=1e-4)
+    # one step per order is unbiased: over many draws it averages to the exact estimator
+    single, full = [], []
+    with torch.no_grad():
+        for seed in range(300):
+            torch.manual_seed(seed)
+            single.append(float(model.elbo_estimate(batch, k=2, steps=1)["elbo_slot"]))
+            torch.manual_seed(seed)
+            full.append(float(model.elbo_estimate(batch, k=2, steps=10)["elbo_slot"]))
+    assert sum(single) / 300 == pytest.approx(sum(full) / 300, abs=0.08)
+    assert torch.tensor(single).std() > 2 * torch.tensor(full).std()  # ... at a higher variance
+
+
+def test_modelability_reports_the_estimate_and_the_bound():
+    orderer, model = build(SUDOKU4, eval_orders=3)
+    randomize_heads(model)
+    table = TokenTable.from_tokensets(sudoku4_items(7, seed=4))
+    stats = orderer.modelability(model, table, n=5, batch_size=6, device=torch.device("cpu"), seed=0)
+    for key in ("nats_per_token", "nats_per_item", "bits_per_item", "top1_accuracy", "tokens_per_item",
+                "n_items", "kind", "note", "sem_nats_per_item"):
+        assert key in stats
+    assert stats["kind"] == "estimate" and stats["bound_kind"] == "bound" and stats["n_items"] == 5
+    assert stats["tokens_per_item"] == 10
+    assert 0 < stats["nats_per_item"] <= stats["bound_nats_per_item"] + 1e-9
+    assert stats["bound_bits_per_item"] == pytest.approx(stats["bound_nats_per_item"] / math.log(2))
+    assert stats["bound_nats_per_item"] == pytest.approx(
+        stats["value_nats_per_item"] + stats["order_nats_per_item"] - stats["q_entropy_nats_per_item"], abs=1e-6)
+    assert "upper bound" in stats["note"]
+    with pytest.raises(TypeError, match="LearnedOrderModel"):
+        orderer.modelability(model.generator, table, n=2, batch_size=4, device=torch.device("cpu"), seed=0)
+
+
+# ------------------------------------------------------------------ gradients
+
+
+def test_rloo_gives_no_gradient_when_every_order_has_the_same_reward():
+    logq = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.7, -0.9]], requires_grad=True)
+    rloo_surrogate(logq, torch.full((2, 3), 4.2), torch.ones(2)).backward()
+    assert torch.equal(logq.grad, torch.zeros_like(logq))
+    logq.grad = None
+    f = torch.tensor([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
+    value = rloo_surrogate(logq, f, torch.tensor([1.0, 0.5]))
+    assert float(value.detach()) == 0.0
+    value.backward()
+    baseline = (f.sum(1, keepdim=True) - f) / 2
+    expected = -(f - baseline) * torch.tensor([[1.0], [0.5]]) / f.numel()
+    assert torch.allclose(logq.grad, expected)
+
+
+def test_warm_start_trains_only_the_generator_then_everything():
+    orderer, model = build(SUDOKU4, warm_start=0.3)
+    model.train()
+    batch = collate(sudoku4_items(8, seed=5))
+    order = orderer.train_orders(batch, progress=0.1, rng=torch.Generator().manual_seed(0))
+    model.set_progress(0.1)
+    model.loss(batch, order).backward()
+    policy = list(model.order_head.parameters()) + list(model.posterior.parameters())
+    assert all(p.grad is None for p in policy)
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.generator.parameters())
+    assert model.train_stats["phase"] == 0.0
+    model.zero_grad(set_to_none=True)
+    model.set_progress(0.5)
+    loss = model.loss(batch, order)
+    loss.backward()
+    assert model.train_stats["phase"] == 1.0
+    assert float(model.order_head.weight.grad.abs().sum()) > 0
+    assert float(model.posterior.out.weight.grad.abs().sum()) > 0
+    # the returned value is the negative ELBO per slot (the regularisers add gradient, not value)
+    assert float(loss.detach()) == pytest.approx(-model.train_stats["elbo_nats_per_slot"], abs=1e-5)
+
+
+def test_entropy_helper():
+    logits = torch.tensor([[0.0, 0.0, 5.0, 0.0], [1.0, 2.0, 3.0, 4.0]])
+    mask = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    ent = masked_entropy(logits, mask)
+    assert ent[0].item() == pytest.approx(math.log(2)) and ent[1].item() == 0.0
+
+
+# ------------------------------------------------------------------ training
+
+
+def test_short_training_lowers_the_loss_and_keeps_the_policy_finite():
+    from seqify.config import TrainConfig
+    from seqify.training import train
+
+    orderer, model = build(DIGITS5, warm_start=0.25)
+    table = TokenTable.from_tokensets(copy_items(256, seed=6))
+    cfg = TrainConfig(steps=60, batch_size=32, lr=1e-2, warmup_steps=5)
+    log = train(model, table, None, orderer, cfg, device=torch.device("cpu"), seed=0)
+    losses = [v for _, v in log.loss]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
+    assert set(model.train_stats) >= {"policy_entropy", "q_entropy", "order_logit_std", "elbo_nats_per_slot", "phase"}
+    phases = [v for _, v in log.extra["phase"]]
+    assert phases[0] == 0.0 and phases[-1] == 1.0
+    for name in ("policy_entropy", "q_entropy", "order_logit_std"):
+        assert all(math.isfinite(v) for _, v in log.extra[name])
+    assert 0 <= model.train_stats["policy_entropy"] <= math.log(4) + 1e-4
+
+
+# ------------------------------------------------------------------ sampling and checkpoints
+
+
+def test_sample_keeps_givens_fills_every_slot_and_is_reproducible():
+    orderer, model = build(SUDOKU4)
+    randomize_heads(model)
+    batch = collate(sudoku4_items(5, seed=7))
+    template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
+    a = model.sample(template, orderer, rng=torch.Generator().manual_seed(1))
+    order_a = model.last_orders
+    b = model.sample(template, orderer, rng=torch.Generator().manual_seed(1))
+    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, model.last_orders.perm)
+    assert torch.equal(a.values[batch.given], batch.values[batch.given])
+    assert bool(((a.values >= 0) & (a.values < 4)).all())
+    order_a.validate(template)
+    assert len(model.last_policy_entropy) == 10
+    c = model.sample(template, orderer, rng=torch.Generator().manual_seed(2))
+    assert not torch.equal(order_a.perm, model.last_orders.perm)  # sampled orders vary with the seed
+    assert not torch.equal(a.values, c.values)
+
+
+def test_greedy_order_is_deterministic():
+    orderer, model = build(SUDOKU4, greedy_order=True)
+    randomize_heads(model)
+    batch = collate(sudoku4_items(4, seed=8))
+    template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
+    a = model.sample(template, orderer, rng=torch.Generator().manual_seed(1), temperature=0)
+    order_a = model.last_orders
+    b = model.sample(template, orderer, rng=torch.Generator().manual_seed(99), temperature=0)
+    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, model.last_orders.perm)
+    with pytest.raises(ValueError, match="temperature"):
+        model.sample(template, orderer, rng=torch.Generator(), temperature=-1)
+
+
+def test_checkpoint_round_trip_samples_identically(tmp_path):
+    orderer, model = build(SUDOKU4)
+    randomize_heads(model)
+    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict()})
+    torch.manual_seed(123)  # a different init, overwritten by the weights
+    fresh = LearnedOrder(**SMALL_Q).wrap(MaskedTransformer(SUDOKU4, TINY), SUDOKU4)
+    fresh.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt")["model"])
+    batch = collate(sudoku4_items(4, seed=9))
+    template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
+    a = model.sample(template, orderer, rng=torch.Generator().manual_seed(3))
+    b = fresh.sample(template, orderer, rng=torch.Generator().manual_seed(3))
+    assert torch.equal(a.values, b.values)
+    assert torch.equal(model.last_orders.perm, fresh.last_orders.perm)
+
+
+# ------------------------------------------------------------------ graph backbone
+
+
+def test_slot_graph_links_edge_slots_to_their_atoms_and_bonded_atoms():
+    # atoms 0, 1, 2; bond (0, 1) present, (0, 2) absent, (1, 2) present
+    values = torch.tensor([1, 1, 0, 2, 1, 0])
+    item = graph3_items(1)[0].with_values(values)
+    batch = collate([item, item])
+    edge_index, edge_type = slot_graph(batch)
+    edges = {(int(s), int(d), int(t)) for s, d, t in zip(edge_index[0], edge_index[1], edge_type)}
+    slot = {pair: n for n, pair in enumerate(_PAIRS3)}
+    expected = set()
+    for i, j in [(0, 1), (0, 2), (1, 2)]:
+        e = slot[(i, j)]
+        for node in (slot[(i, i)], slot[(j, j)]):
+            expected |= {(e, node, 0), (node, e, 1)}
+    for i, j in [(0, 1), (1, 2)]:
+        expected |= {(slot[(i, i)], slot[(j, j)], 2), (slot[(j, j)], slot[(i, i)], 2)}
+    second = {(s + 6, d + 6, t) for s, d, t in expected}
+    assert edges == expected | second
+
+
+def test_graph_backbone_trains_and_round_trips(tmp_path):
+    orderer, model = build(GRAPH3, backbone="graph", warm_start=0.0)
+    assert isinstance(model.posterior, PosteriorGraph)
+    batch = collate(graph3_items(6, seed=10))
+    model.train()
+    model.set_progress(0.5)
+    model.loss(batch, orderer.train_orders(batch, progress=0.5, rng=torch.Generator())).backward()
+    grads = [p.grad for p in model.posterior.convs.parameters()]
+    assert float(model.posterior.out.weight.grad.abs().sum()) > 0 and any(g is not None for g in grads)
+    randomize_heads(model)
+    est = model.estimate(batch, 2, rng=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(est["iw"]).all())
+    save_checkpoint(tmp_path / "g.pt", {"model": model.state_dict()})
+    fresh = LearnedOrder(**SMALL_Q, backbone="graph").wrap(MaskedTransformer(GRAPH3, TINY), GRAPH3)
+    fresh.load_state_dict(load_checkpoint(tmp_path / "g.pt")["model"])
+    with torch.no_grad():
+        assert torch.allclose(model.posterior_scores(batch), fresh.posterior_scores(batch))
+
+
+def test_diagnostics_profile_kinds_and_pictures(tmp_path):
+    orderer, model = build(GRAPH3, diagnostic_items=5)
+    randomize_heads(model)
+    table = TokenTable.from_tokensets(graph3_items(8, seed=11))
+    log = {"steps": 10, "series": {"policy_entropy": [(0, 1.0), (5, 0.8)], "q_entropy": [(0, 1.0), (5, 0.9)],
+                                   "order_logit_std": [(0, 0.0), (5, 0.3)], "phase": [(0, 0.0), (5, 1.0)]}}
+    diag = orderer.diagnostics(model, table, out=tmp_path, train_log=log, device=torch.device("cpu"), seed=0)
+    assert diag["files"] == {"policy_entropy": "policy_entropy.png", "order_profile": "order_profile.png"}
+    for name in diag["files"].values():
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert diag["steps"] == 6 and diag["n_templates"] == 5
+    shares = diag["kind_share_per_step"]
+    for t in range(6):
+        assert shares["atom"][t] + shares["bond"][t] == pytest.approx(1.0)
+    # over the 6 steps every item fills its 3 atoms and 3 bonds
+    assert sum(shares["atom"]) == pytest.approx(3.0)
+    assert diag["final_policy_entropy"] == 0.8
+    assert all(0 <= v <= 1 for v in diag["known_neighbour_fraction_per_step"])
+
+
+# ------------------------------------------------------------------ the runner
+
+
+def test_run_bench_end_to_end(tmp_path):
+    from seqify.bench import BenchRequest, run_bench
+    from seqify.plugins import build_registry
+    from seqify.testing import ToyPlugin
+
+    out = tmp_path / "cell"
+    result = run_bench(
+        BenchRequest(modality="toy", orderer="learned", generator="masked", out=out, budget="smoke",
+                     overrides={"orderer": {**SMALL_Q, "eval_orders": 2, "diagnostic_items": 8},
+                                "generator": TINY}),
+        registry=build_registry([ToyPlugin()], warn=False),
+    )
+    results = json.loads((out / "results.json").read_text())
+    m = results["modelability"]
+    assert m["kind"] == "estimate" and m["bound_kind"] == "bound"
+    assert m["nats_per_item"] <= m["bound_nats_per_item"] + 1e-9
+    assert results["order_diagnostics"]["files"]["order_profile"] == "order_profile.png"
+    for name in ("policy_entropy.png", "order_profile.png"):
+        assert (out / name).is_file() and result.files[name.removesuffix(".png")] == name
+    assert "policy_entropy" in results["training"]["series"]
+    state = load_checkpoint(out / "checkpoint.pt")["model"]
+    assert any(k.startswith("posterior.") for k in state) and any(k.startswith("generator.") for k in state)
