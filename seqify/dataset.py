@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,11 @@ from typing import Any
 import torch
 
 from seqify.data import RowReport
-from seqify.io import load_checkpoint, save_checkpoint
+from seqify.io import cache_dir, load_checkpoint, save_checkpoint
 from seqify.protocols import Tokenizer
 from seqify.types import TokenBatch, TokenSet
 
 CACHE_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """``$SEQIFY_CACHE`` or ``~/.cache/seqify``."""
-    return Path(os.environ.get("SEQIFY_CACHE", Path.home() / ".cache" / "seqify"))
 
 
 def _small_int(max_value: int) -> torch.dtype:

@@ -16,6 +16,12 @@ from pathlib import Path
 from typing import Any
 
 
+def cache_dir() -> Path:
+    """Where seqify caches tokenized data and reference statistics:
+    ``$SEQIFY_CACHE``, else ``~/.cache/seqify``."""
+    return Path(os.environ.get("SEQIFY_CACHE", Path.home() / ".cache" / "seqify"))
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,9 +26,7 @@ import hashlib
 import importlib.resources
 import importlib.util
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +34,7 @@ from typing import Any
 
 from seqify.data import RowReport
 from seqify.errors import DataError
+from seqify.io import atomic_write_bytes, cache_dir
 
 from seqify_molecule.chem import MoleculeVocab, canonicalize, get_vocab
 
@@ -44,12 +43,10 @@ __all__ = [
     "QM9_VAL_FRACTION",
     "ZINC_TEST_FRACTION",
     "ZINC_VAL_FRACTION",
-    "cache_dir",
     "qm9_files",
     "qm9_test_ids",
     "load_qm9",
     "load_zinc250k",
-    "atomic_write_bytes",
 ]
 
 #: bump when the validation or the cache layout changes
@@ -60,27 +57,6 @@ ZINC_VAL_FRACTION = 0.05
 _QM9_PARTS = ("qm9_part1.csv", "qm9_part2.csv", "qm9_part3.csv")
 
 csv.field_size_limit(1 << 30)  # qm9pack rows carry long XYZ columns
-
-
-def cache_dir() -> Path:
-    """``$SEQIFY_CACHE`` or ``~/.cache/seqify``."""
-    return Path(os.environ.get("SEQIFY_CACHE", Path.home() / ".cache" / "seqify"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 @dataclass(frozen=True)

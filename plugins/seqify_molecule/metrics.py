@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from seqify_molecule.chem import sanitized_smiles
-from seqify_molecule.datasets import atomic_write_bytes, cache_dir
+from seqify.io import atomic_write_bytes, cache_dir
 
 __all__ = ["FCD_NOTE", "FCDScorer", "canonical_samples", "frechet_distance", "molecule_metrics", "write_samples_smi"]
 

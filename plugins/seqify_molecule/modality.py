@@ -34,10 +34,10 @@ MOLECULE_BUDGETS: dict[str, dict[str, Any]] = {
         "generator": {"d_model": 32, "n_layers": 1, "n_heads": 2},
     },
     "quick": {
-        "train": {"steps": 800, "batch_size": 64, "warmup_steps": 50, "val_items": 256},
+        "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "val_items": 256},
         "eval": {"n_test": 1000, "n_samples": 1000, "batch_size": 250},
-        "data": {"limit": 20_000},
-        "generator": {"d_model": 96, "n_layers": 3, "n_heads": 4},
+        "data": {"limit": None},
+        "generator": {"d_model": 128, "n_layers": 4, "n_heads": 4},
         "per_dataset": {
             "zinc250k": {
                 "train": {"steps": 300, "batch_size": 16},

@@ -9,7 +9,7 @@ from rdkit import Chem
 from rdkit.Chem import Draw
 
 from seqify_molecule.chem import sanitized_smiles
-from seqify_molecule.datasets import atomic_write_bytes
+from seqify.io import atomic_write_bytes
 
 __all__ = ["render_molecules"]
 
