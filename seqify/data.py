@@ -38,7 +38,7 @@ class RowReport:
         self.bad.append(entry)
         if len(self.bad) <= self.log_first:
             log.warning("skipped %s", entry)
-        elif len(self.bad) == self.log_first + 1:
+        elif len(self.bad) == self.log_first + 1 and self.log_first > 0:
             log.warning("more bad rows: counting them without printing each")
 
     def seen(self, n: int = 1) -> None:
