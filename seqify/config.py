@@ -38,7 +38,7 @@ class EvalConfig(_Strict):
     n_test: int = Field(512, ge=1, description="test items scored for modelability")
     n_samples: int = Field(512, ge=1, description="items generated or completed")
     batch_size: int = Field(256, ge=1, description="items per forward pass at evaluation")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature (0: greedy, the most likely value)")
     orders_per_item: int = Field(1, ge=1, description="orders sampled per test item for stochastic orderers")
 
 

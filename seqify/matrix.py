@@ -11,6 +11,7 @@ random, top-prob, margin and entropy inference) share one trained model through
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import sqlite3
@@ -76,9 +77,14 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def _cell_key(names: dict[str, str], budget: str, seed: int, steps: int | None) -> str:
+def _cell_key(cell, budget: str, seed: int) -> str:
+    """Names, budget, seed and a hash of the fully resolved configuration: a changed
+    setting makes a new cell (which may still reuse a shared trained model)."""
+    names = cell.names
+    resolved = json.dumps([cell.config.model_dump(), cell.generator_config.model_dump()], sort_keys=True, default=str)
     return json.dumps([names["modality"], names["dataset"], names["tokenizer"], names["orderer"],
-                       names["train_orderer"], names["generator"], budget, seed, steps])
+                       names["train_orderer"], names["generator"], budget, seed,
+                       hashlib.sha1(resolved.encode()).hexdigest()[:12]])
 
 
 def plan_cells(req: MatrixRequest, registry: Registry) -> list[BenchRequest]:
@@ -116,7 +122,7 @@ def run_matrix(req: MatrixRequest, reporter: Reporter | None = None, registry: R
     for cell_req in plan_cells(req, registry):
         cell = resolve_cell(cell_req, registry)
         names = cell.names
-        key = _cell_key(names, req.budget, req.seed, req.steps)
+        key = _cell_key(cell, req.budget, req.seed)
         row = con.execute("SELECT status, reason, results_json, out_dir FROM cells WHERE key = ?", (key,)).fetchone()
         if row is not None and row[0] in ("done", "not_applicable"):
             reused += 1

@@ -112,3 +112,13 @@ def test_sample_from_a_checkpoint_reproduces_the_run(tmp_path, registry):
 
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)  # nothing but tensors and strings
     assert set(state) >= {"model", "request_json", "config_json"}
+
+
+def test_matrix_reruns_a_cell_whose_settings_changed_but_reuses_its_model(tmp_path, registry):
+    base = dict(modalities=["toy"], orderers=["raster"], generators=["unigram"], out=tmp_path, budget="smoke")
+    first = run_matrix(MatrixRequest(**base), registry=registry)
+    changed = run_matrix(MatrixRequest(**base, overrides={"eval": {"temperature": 0.0}}), registry=registry)
+    assert first.ran == 1 and changed.ran == 1 and changed.reused == 0
+    assert changed.rows[0]["shared_model"]  # evaluation changed, training did not
+    con = sqlite3.connect(tmp_path / "index.sqlite")
+    assert con.execute("SELECT count(*) FROM cells").fetchone()[0] == 2

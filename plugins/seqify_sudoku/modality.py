@@ -34,16 +34,17 @@ __all__ = ["CellTokenizer", "CellTokenizerOptions", "Sudoku", "SudokuOptions", "
 #: Configuration overrides per budget, in the shape of ``seqify.config.BenchConfig``.
 #: smoke: seconds (CI). quick: minutes on a 2-core CPU. full: one GPU, about the scale
 #: of Kim et al.'s masked model (~6M parameters: d_model 256 x 8 layers) on 200k puzzles.
+#: Completions are decoded greedily (temperature 0): a puzzle has one right answer.
 SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {
         "train": {"steps": 20, "batch_size": 32, "warmup_steps": 2, "val_items": 32},
-        "eval": {"n_test": 32, "n_samples": 32},
+        "eval": {"n_test": 32, "n_samples": 32, "temperature": 0.0},
         "data": {"limit": 256},
         "generator": {"d_model": 32, "n_layers": 2, "n_heads": 2},
     },
     "quick": {
         "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "val_items": 256},
-        "eval": {"n_test": 256, "n_samples": 256},
+        "eval": {"n_test": 256, "n_samples": 256, "temperature": 0.0},
         "data": {"limit": 20_000},
         "generator": {"d_model": 128, "n_layers": 4, "n_heads": 4},
     },
@@ -56,7 +57,7 @@ SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
             "eval_every": 2_500,
             "val_items": 1_000,
         },
-        "eval": {"n_test": 1_000, "n_samples": 1_000, "batch_size": 500},
+        "eval": {"n_test": 1_000, "n_samples": 1_000, "batch_size": 500, "temperature": 0.0},
         "data": {"limit": 200_000},
         "generator": {"d_model": 256, "n_layers": 8, "n_heads": 8},
     },
