@@ -76,3 +76,23 @@ def test_check_says_why_an_orderer_does_not_apply():
     assert "masked" in Margin().check(SPEC, any_order)
     assert Margin().check(SPEC, GeneratorCaps(adaptive=True)) is None
     assert "any order" in Reverse().check(SPEC, GeneratorCaps(any_order=False))
+
+
+def test_every_registered_orderer_is_valid_or_says_why():
+    """Conformance over the registry: an orderer either serves the toy tokens validly or
+    explains why it cannot (e.g. graph orderers on a sequence)."""
+    from seqify.plugins import build_registry
+    from seqify.testing import ToyTokenizer
+
+    reg = build_registry()
+    spec = ToyTokenizer().spec
+    caps = GeneratorCaps(any_order=True, blocks=True, adaptive=True)
+    names = reg.names("orderer")
+    assert {"bfs", "nodes-first", "learned"} <= set(names)
+    for name in names:
+        orderer = reg.get("orderer", name)()
+        reason = orderer.check(spec, caps)
+        if reason is None:
+            check_orderer(orderer, toy_batch(8))
+        else:
+            assert isinstance(reason, str) and name in reason
