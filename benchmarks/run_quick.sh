@@ -16,7 +16,8 @@ queue_a() {
 }
 queue_b() {
   $B --modality sudoku --orderer learned --out $OUT/sudoku-learned-masked
-  $B --modality molecule --dataset zinc250k --data $ZINC --tokenizer graph --orderer random --generator masked --out $OUT/zinc-graph-random-masked
+  $B --modality molecule --dataset zinc250k --data $ZINC --tokenizer graph --orderer random --generator masked \
+     --config benchmarks/configs/zinc_masked_quick.toml --out $OUT/zinc-graph-random-masked
   $B --modality molecule --dataset zinc250k --data $ZINC --tokenizer graph --orderer raster --generator causal --out $OUT/zinc-graph-raster-causal
   $B --modality molecule --dataset zinc250k --data $ZINC --tokenizer graph --orderer bfs --generator causal --out $OUT/zinc-graph-bfs-causal
   $B --modality molecule --dataset zinc250k --data $ZINC --tokenizer smiles --orderer raster --generator causal --out $OUT/zinc-smiles-raster-causal

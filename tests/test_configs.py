@@ -11,6 +11,7 @@ CASES = {
     "qm9_full.toml": dict(modality="molecule", dataset="qm9", orderer="bfs", generator="causal"),
     "qm9_learned_full.toml": dict(modality="molecule", dataset="qm9", orderer="learned"),
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
+    "zinc_masked_quick.toml": dict(modality="molecule", dataset="zinc250k", orderer="random", generator="masked"),
 }
 
 
@@ -20,8 +21,12 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_config_resolves(name, tmp_path):
-    cell = resolve_cell(BenchRequest(out=tmp_path, budget="full", config_file=CONFIGS / name, **CASES[name]))
-    assert cell.config.train.steps >= 50_000
+    budget = "quick" if "quick" in name else "full"
+    cell = resolve_cell(BenchRequest(out=tmp_path, budget=budget, config_file=CONFIGS / name, **CASES[name]))
+    if budget == "full":
+        assert cell.config.train.steps >= 50_000
+    else:
+        assert cell.config.eval.n_test == 16 and cell.config.train.steps == 300
     if name.startswith("qm9"):
         assert cell.config.eval.n_samples == 10_000
     if name == "qm9_learned_full.toml":
