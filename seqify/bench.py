@@ -335,6 +335,18 @@ def generate_and_measure(
     return metrics, files
 
 
+def score_test(cell: Cell, model, data: Prepared, *, n: int, seed: int, device, rep: Reporter) -> dict[str, Any]:
+    """Modelability on the first ``n`` test items (the orderer's own measure when it has one)."""
+    from seqify.evaluate import modelability
+
+    cfg = cell.config
+    if hasattr(cell.orderer, "modelability"):
+        return cell.orderer.modelability(model, data.test, n=n, batch_size=cfg.eval.batch_size, device=device,
+                                         seed=seed + 3)
+    return modelability(model, data.test, cell.orderer, n=n, batch_size=cfg.eval.batch_size, device=device,
+                        seed=seed + 3, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance)
+
+
 def _request_dict(req: BenchRequest) -> dict[str, Any]:
     return {"modality": req.modality, "orderer": req.orderer, "dataset": req.dataset,
             "data": str(req.data) if req.data else None, "tokenizer": req.tokenizer, "generator": req.generator,
@@ -345,7 +357,6 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     """Run one cell end to end and write its files into ``req.out``."""
     import torch
 
-    from seqify.evaluate import modelability
     from seqify.training import train
 
     rep = reporter or Reporter()
@@ -390,20 +401,14 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         "names_json": json.dumps(cell.names),
         "config_json": cfg.model_dump_json(),
         "spec_json": json.dumps(_spec_dict(data.spec)),
+        "train_log_json": json.dumps(train_info),
     })
 
     # modelability
     n_test = min(cfg.eval.n_test, len(data.test))
     rep.stage("scoring the test split", n_test)
     t = time.perf_counter()
-    if hasattr(cell.orderer, "modelability"):
-        model_stats = cell.orderer.modelability(
-            model, data.test, n=n_test, batch_size=cfg.eval.batch_size, device=device, seed=req.seed + 3)
-    else:
-        model_stats = modelability(
-            model, data.test, cell.orderer, n=n_test, batch_size=cfg.eval.batch_size, device=device,
-            seed=req.seed + 3, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance,
-        )
+    model_stats = score_test(cell, model, data, n=n_test, seed=req.seed, device=device, rep=rep)
     timings["modelability_s"] = time.perf_counter() - t
 
     metrics, sample_files = generate_and_measure(
@@ -442,12 +447,15 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
 
 def run_sample(
     run: Path, out: Path, *, n: int | None = None, seed: int | None = None, device: str = "auto",
-    temperature: float | None = None, reporter: Reporter | None = None, registry: Registry | None = None,
+    temperature: float | None = None, score: int | None = None, reporter: Reporter | None = None,
+    registry: Registry | None = None,
 ) -> BenchResult:
-    """Generate more items from a finished run's checkpoint, without retraining.
+    """Generate more items from a trained run's checkpoint, without retraining.
 
     The run's data is loaded again (from the cache) to fit the tokenizer exactly as in
-    training; the weights are loaded with ``weights_only=True``.
+    training; the weights are loaded with ``weights_only=True``. With ``score=N`` the
+    first N test items are scored too (modelability, as ``seqify bench`` reports it), and
+    a learned orderer's diagnostics are drawn again.
     """
     rep = reporter or Reporter()
     ckpt_path = Path(run) / "checkpoint.pt"
@@ -480,13 +488,25 @@ def run_sample(
     model.load_state_dict(state["model"])
     model = model.to(dev).eval()
     sample_seed = asked["seed"] if seed is None else seed
+    extra: dict[str, Any] = {}
+    if score:
+        rep.stage("scoring the test split", min(score, len(data.test)))
+        t = time.perf_counter()
+        extra["modelability"] = score_test(cell, model, data, n=min(score, len(data.test)), seed=asked["seed"],
+                                           device=dev, rep=rep)
+        timings["modelability_s"] = time.perf_counter() - t
     metrics, files = generate_and_measure(
         cell, data, model, n=cell.config.eval.n_samples, seed=sample_seed, out=out, device=dev, rep=rep,
         timings=timings)
+    if score and hasattr(cell.orderer, "diagnostics"):
+        train_log = json.loads(state["train_log_json"]) if "train_log_json" in state else None
+        extra["order_diagnostics"] = cell.orderer.diagnostics(model, data.test, out=out, train_log=train_log,
+                                                              device=dev, seed=asked["seed"] + 6)
+        files.update(extra["order_diagnostics"].get("files", {}))
     timings["total_s"] = time.perf_counter() - t_all
     results = {**cell.names, "from_run": str(run), "seed": sample_seed, "device": str(dev),
                "n_samples": cell.config.eval.n_samples, "temperature": cell.config.eval.temperature,
-               "metrics": metrics, "timings": {k: round(v, 3) for k, v in timings.items()},
+               **extra, "metrics": metrics, "timings": {k: round(v, 3) for k, v in timings.items()},
                "files": {"results": "sample_results.json", **files}}
     atomic_write_json(out / "sample_results.json", results)
     return BenchResult(results, out, results["files"])

@@ -212,19 +212,24 @@ def sample(
     n: Optional[int] = typer.Option(None, "--n", help="Items to generate (default: as in the run)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: the run's seed)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy)."),
+    score: Optional[int] = typer.Option(None, "--score", help="Also score modelability on the first N test items."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
 ) -> None:
-    """Generate more items from a trained run's checkpoint, without retraining."""
+    """Generate more items from a trained run's checkpoint, without retraining (and rescore it with --score)."""
     from seqify.bench import run_sample
 
     try:
         with RichReporter() as rep:
-            result = run_sample(run, out, n=n, seed=seed, device=device, temperature=temperature, reporter=rep)
+            result = run_sample(run, out, n=n, seed=seed, device=device, temperature=temperature, score=score,
+                                reporter=rep)
     except SeqifyError as exc:
         _fail(exc)
     t = Table(title=f"seqify sample from {run}")
     t.add_column("measure")
     t.add_column("value", justify="right")
+    for k, v in result.results.get("modelability", {}).items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            t.add_row(f"modelability: {k}", _fmt(v))
     for k, v in result.results["metrics"].items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             t.add_row(k, _fmt(v))

@@ -108,6 +108,8 @@ def test_sample_from_a_checkpoint_reproduces_the_run(tmp_path, registry):
     assert again.results["metrics"] == run.results["metrics"]  # same weights, same seed, same samples
     other = run_sample(tmp_path / "run", tmp_path / "more2", n=8, seed=7, registry=registry)
     assert other.results["metrics"]["n"] == 8
+    scored = run_sample(tmp_path / "run", tmp_path / "more3", score=16, registry=registry)
+    assert scored.results["modelability"] == run.results["modelability"]  # same 16 test items, same weights
     import torch
 
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)  # nothing but tensors and strings
