@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from seqify import __version__
-from seqify.config import BUDGETS, BenchConfig, load_config_file, resolve_config, validate_model
+from seqify.config import BUDGETS, BenchConfig, for_dataset, load_config_file, resolve_config, validate_model
 from seqify.data import RowReport
 from seqify.errors import ConfigError, NotApplicableError, SeqifyError, UnknownComponentError
 from seqify.io import atomic_write_json, load_checkpoint, save_checkpoint
@@ -136,13 +136,7 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     generator_name = req.generator or default_generator(registry, req.orderer)
     generator_cls = registry.get("generator", generator_name)
 
-    budget = modality.budget(req.budget)
-    if isinstance(budget, dict) and dataset in budget.get("per_dataset", {}):
-        from seqify.config import deep_merge
-
-        budget = deep_merge({k: v for k, v in budget.items() if k != "per_dataset"}, budget["per_dataset"][dataset])
-    elif isinstance(budget, dict):
-        budget = {k: v for k, v in budget.items() if k != "per_dataset"}
+    budget = for_dataset(modality.budget(req.budget), dataset)
     file_data = load_config_file(req.config_file) if req.config_file else None
     cli = dict(req.overrides)
     if req.steps is not None:

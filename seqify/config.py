@@ -69,6 +69,13 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
+def for_dataset(preset: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """A budget preset with its ``per_dataset[dataset]`` entry merged in and the
+    ``per_dataset`` table dropped (the shape ``Modality.budget`` may return)."""
+    base = {k: v for k, v in preset.items() if k != "per_dataset"}
+    return deep_merge(base, preset.get("per_dataset", {}).get(dataset, {}))
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():

@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from seqify.config import BUDGETS, deep_merge
+from seqify.config import BUDGETS, for_dataset
 from seqify.data import RowReport
 from seqify.errors import ConfigError, UnknownComponentError
 from seqify.protocols import Splits
@@ -106,10 +106,7 @@ class Molecule:
         if budget not in MOLECULE_BUDGETS:
             raise ConfigError(f"unknown budget {budget!r} (one of {', '.join(BUDGETS)})")
         preset = copy.deepcopy(MOLECULE_BUDGETS[budget])
-        if dataset is None:
-            return preset
-        per = preset.pop("per_dataset", {})
-        return deep_merge(preset, per.get(dataset, {}))
+        return preset if dataset is None else for_dataset(preset, dataset)
 
     def templates(
         self, tokenizer: Any, test_tokens: list[TokenSet], n: int, rng: torch.Generator
