@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from seqify import __version__
-from seqify.config import BUDGETS, BenchConfig, for_dataset, load_config_file, resolve_config, validate_model
+from seqify.config import BUDGETS, BenchConfig, deep_merge, for_dataset, load_config_file, resolve_config, validate_model
 from seqify.data import RowReport
 from seqify.errors import ConfigError, NotApplicableError, SeqifyError, UnknownComponentError
 from seqify.io import atomic_write_json, load_checkpoint, save_checkpoint
 from seqify.plugins import get_registry
+from seqify.protocols import tokenizer_fingerprint
 from seqify.registry import Registry
 
 
@@ -112,7 +113,40 @@ def _choose(kind: str, value: str | None, options: list[str]) -> str:
 def default_generator(registry: Registry, orderer_name: str) -> str:
     """'masked' for orderers that pick slots from predictions (adaptive, learned), else 'causal'."""
     cls = registry.get("orderer", orderer_name)
-    return "masked" if getattr(cls, "adaptive", False) or getattr(cls, "learned", False) else "causal"
+    return "masked" if cls.adaptive or cls.learned else "causal"
+
+
+def pick_dataset(modality: Any, req: "BenchRequest") -> str:
+    """The dataset to run; ``--data`` is never ignored silently.
+
+    With ``--data`` and no ``--dataset``, the modality's only file-reading dataset is
+    picked; a dataset that reads no file, given with ``--data``, is an error.
+    """
+    datasets = list(modality.datasets)
+    files = list(modality.file_datasets)
+    if req.dataset is None and req.data is not None:
+        if len(files) == 1:
+            return files[0]
+        if not files:
+            raise ConfigError(f"--data {str(req.data)!r}: modality {req.modality!r} reads no data files "
+                              f"(its datasets {', '.join(datasets)} come with seqify or its packages)")
+        raise ConfigError(f"--data {str(req.data)!r}: say which dataset it holds with --dataset "
+                          f"(one of {', '.join(files)})")
+    dataset = _choose("dataset", req.dataset, datasets)
+    if req.data is not None and dataset not in files:
+        hint = f" (the datasets that read a file: {', '.join(files)})" if files else ""
+        raise ConfigError(f"--data {str(req.data)!r} was given, but dataset {dataset!r} of modality "
+                          f"{req.modality!r} reads no file and would ignore it{hint}")
+    return dataset
+
+
+def generator_settings(generator_cls: type, size: str, settings: dict[str, Any]) -> Any:
+    """The generator's validated settings: its preset for ``size``, then ``settings`` on top."""
+    sizes = generator_cls.sizes
+    if sizes and size not in sizes:
+        raise ConfigError(f"size: {size!r} is not a size of generator {generator_cls.__name__} "
+                          f"(one of {', '.join(sizes)})")
+    return validate_model(generator_cls.config_model, deep_merge(dict(sizes.get(size, {})), settings), "generator")
 
 
 def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
@@ -124,11 +158,11 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
         raise UnknownComponentError("device", req.device, ["auto", "cpu", "cuda"])
     modality_cls = registry.get("modality", req.modality)
     modality = modality_cls()
-    dataset = _choose("dataset", req.dataset, list(modality.datasets))
+    dataset = pick_dataset(modality, req)
     tok_names = registry.names("tokenizer", req.modality)
     if not tok_names:
         raise NotApplicableError(f"no tokenizer is registered for modality {req.modality!r}")
-    default_tok = getattr(modality, "default_tokenizer", None) or tok_names[0]
+    default_tok = modality.default_tokenizer or tok_names[0]
     tokenizer_name = req.tokenizer or default_tok
     tokenizer_cls = registry.get("tokenizer", tokenizer_name, req.modality)
     orderer_cls = registry.get("orderer", req.orderer)
@@ -143,12 +177,12 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
         cli = {**cli, "train": {**cli.get("train", {}), "steps": req.steps}}
     config = resolve_config(budget, file_data, cli)
     if config.modality:
-        model = getattr(modality_cls, "config_model", None)
+        model = modality_cls.config_model
         if model is None:
             raise ConfigError(f"modality {req.modality!r} takes no settings (got modality.{next(iter(config.modality))})")
         modality = modality_cls(**validate_model(model, config.modality, "modality").model_dump())
-    generator_config = validate_model(generator_cls.config_model, config.generator, "generator")
-    orderer_opts = validate_model(getattr(orderer_cls, "config_model", None) or _empty_model(), config.orderer, "orderer")
+    generator_config = generator_settings(generator_cls, config.size, config.generator)
+    orderer_opts = validate_model(orderer_cls.config_model, config.orderer, "orderer")
     try:
         orderer = orderer_cls(**orderer_opts.model_dump())
     except (TypeError, ValueError) as exc:
@@ -157,7 +191,8 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     if train_orderer_cls is not None and req.train_orderer != req.orderer:
         train_orderer = train_orderer_cls()
     try:
-        tokenizer = tokenizer_cls(**{**({"dataset": dataset} if _accepts(tokenizer_cls, "dataset") else {}), **config.tokenizer})
+        options = validate_model(tokenizer_cls.config_model, config.tokenizer, "tokenizer").model_dump(exclude_unset=True)
+        tokenizer = tokenizer_cls(**{**({"dataset": dataset} if tokenizer_cls.takes_dataset else {}), **options})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"tokenizer {tokenizer_name!r}: invalid setting: {exc}") from None
     names = {
@@ -171,24 +206,6 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     return Cell(modality, tokenizer, orderer, train_orderer, generator_cls, names, config, generator_config)
 
 
-def _accepts(cls: type, name: str) -> bool:
-    import inspect
-
-    try:
-        return name in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _empty_model():
-    from pydantic import BaseModel, ConfigDict
-
-    class NoOptions(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-
-    return NoOptions
-
-
 def check_applicable(cell: Cell) -> str | None:
     """The reason this cell cannot run, if the tokenizer's spec is known before fitting."""
     try:
@@ -199,10 +216,14 @@ def check_applicable(cell: Cell) -> str | None:
 
 
 def _check(cell: Cell, spec) -> str | None:
-    reason = cell.orderer.check(spec, cell.generator_cls.caps)
+    caps = cell.generator_cls.caps
+    if spec.variable_length and not caps.variable_length:
+        return (f"tokenizer {cell.names['tokenizer']!r} is variable-length (an end token decides), but generator "
+                f"{cell.names['generator']!r} generates only fixed-length items")
+    reason = cell.orderer.check(spec, caps)
     if reason is None and cell.train_orderer is not cell.orderer:
         reason = cell.train_orderer.check(spec, cell.generator_cls.caps)
-        if reason is None and getattr(cell.train_orderer, "adaptive", False):
+        if reason is None and cell.train_orderer.adaptive:
             reason = "an adaptive orderer cannot be a training orderer (it trains on random orders: use 'random')"
     return reason
 
@@ -217,17 +238,25 @@ def pick_device(name: str):
     return torch.device(name)
 
 
-def train_signature(cell: Cell, req: BenchRequest) -> str:
-    """Cells with equal signatures train the same model, which can then be shared."""
+def train_signature(cell: Cell, req: BenchRequest, tokenizer_state: str) -> str:
+    """Cells with equal signatures train the same model, which can then be shared.
+
+    It covers the training orders, the module trained (a learned orderer's wrapper
+    and its settings), the settings of every part, and the fitted tokenizer's
+    fingerprint (:func:`seqify.protocols.tokenizer_fingerprint`).
+    """
     sig = {
         "seqify": __version__,
         **{k: v for k, v in cell.names.items() if k not in ("orderer", "train_orderer")},
         "data": str(req.data) if req.data else None,
-        "train_orders": getattr(cell.train_orderer, "train_signature", repr(cell.train_orderer)),
+        "train_orders": cell.train_orderer.train_signature,
+        "wrapper": cell.orderer.train_signature if cell.orderer.learned else None,
         "train": cell.config.train.model_dump(),
         "data_cfg": cell.config.data.model_dump(),
+        "modality_cfg": cell.config.modality,
         "generator_cfg": cell.generator_config.model_dump(),
         "tokenizer_cfg": cell.config.tokenizer,
+        "tokenizer_state": tokenizer_state,
         "seed": req.seed,
     }
     return hashlib.sha1(json.dumps(sig, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -244,10 +273,16 @@ class Prepared:
     val: Any
     test: Any
     report: RowReport
+    tokenizer_fingerprint: str
 
 
-def prepare_data(cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str, float]) -> Prepared:
-    """Load the dataset, fit the tokenizer, tokenize every split (cached)."""
+def prepare_data(
+    cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str, float], *, device=None,
+    tokenizer_state: dict[str, Any] | None = None,
+) -> Prepared:
+    """Load the dataset, fit the tokenizer (or restore its saved state), tokenize every
+    split (cached under the tokenizer's fingerprint)."""
+    from seqify import seeding
     from seqify.dataset import tokenize_split
 
     rep.stage("loading data")
@@ -259,12 +294,18 @@ def prepare_data(cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str
     rep.stage("tokenizing")
     t = time.perf_counter()
     tokenizer = cell.tokenizer
-    tokenizer.fit(splits.train)
+    if tokenizer_state is not None:
+        tokenizer.load_state_dict(tokenizer_state)
+    else:
+        with seeding.forked(req.seed, "tokenizer", device):
+            tokenizer.fit(splits.train, device=device, seed=seeding.stream_seed(req.seed, "tokenizer"))
+    timings["fit_tokenizer_s"] = time.perf_counter() - t
     spec = tokenizer.spec
     reason = _check(cell, spec)
     if reason:
         raise NotApplicableError(reason)
-    key = f"{cell.names['modality']}|{cell.names['dataset']}|{cell.names['tokenizer']}|{tokenizer!r}|{spec!r}"
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    key = f"{cell.names['modality']}|{cell.names['dataset']}|{cell.names['tokenizer']}|{fingerprint}|{spec!r}"
     train_table, _ = tokenize_split(tokenizer, splits.train, split="train", report=report, cache_key=key)
     val_table = tokenize_split(tokenizer, splits.val, split="val", report=report, cache_key=key)[0] if splits.val else None
     test_table, test_kept = tokenize_split(tokenizer, splits.test, split="test", report=report, cache_key=key)
@@ -273,13 +314,17 @@ def prepare_data(cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str
         # reference set (e.g. FCD's) stays whole, and the skipped items are in the row report
         splits.test = [splits.test[i] for i in test_kept]
     timings["tokenize_s"] = time.perf_counter() - t
-    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report)
+    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint)
 
 
-def build_model(cell: Cell, spec):
-    """The generator, wrapped by a learned orderer when the orderer trains with it."""
+def build_model(cell: Cell, spec, seed: int):
+    """The generator (its weights drawn from the ``init`` stream of ``seed``), wrapped
+    by a learned orderer when the orderer trains with it."""
+    from seqify import seeding
+
+    seeding.seed_global(seed, "init")
     model = cell.generator_cls(spec, cell.generator_config)
-    if hasattr(cell.orderer, "wrap"):
+    if cell.orderer.learned:
         model = cell.orderer.wrap(model, spec)
     return model
 
@@ -289,21 +334,19 @@ def generate_and_measure(
     timings: dict[str, float],
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """Sample (or complete) ``n`` items, decode, measure, draw; returns (metrics, files)."""
-    import torch
-
+    from seqify import seeding
     from seqify.evaluate import sample_items
 
     cfg = cell.config
-    rng = torch.Generator().manual_seed(seed + 4)
     test_tokens = (
         [data.test.tokenset(i) for i in range(min(len(data.test), n))] if cell.modality.task == "complete" else []
     )
-    templates = cell.modality.templates(data.tokenizer, test_tokens, n, rng)
+    templates = cell.modality.templates(data.tokenizer, test_tokens, n, seeding.generator(seed, "templates"))
     rep.stage("completing" if cell.modality.task == "complete" else "sampling", len(templates))
     t = time.perf_counter()
     filled = sample_items(
         model, templates, cell.orderer, batch_size=cfg.eval.batch_size, device=device,
-        seed=seed + 5, temperature=cfg.eval.temperature, on_batch=rep.advance,
+        seed=seeding.stream_seed(seed, "sample"), temperature=cfg.eval.temperature, on_batch=rep.advance,
     )
     timings["sample_s"] = time.perf_counter() - t
     timings["sample_per_item_ms"] = 1000 * timings["sample_s"] / max(len(filled), 1)
@@ -323,22 +366,54 @@ def generate_and_measure(
     files = {}
     picture = cell.modality.render(samples, out / "samples.png", splits=data.splits)
     files["samples_png"] = Path(picture).name
-    if hasattr(cell.modality, "save_samples"):
-        for p in cell.modality.save_samples(samples, out):
-            files[Path(p).stem] = Path(p).name
+    for p in cell.modality.save_samples(samples, out, splits=data.splits):
+        files[Path(p).stem] = Path(p).name
     return metrics, files
 
 
 def score_test(cell: Cell, model, data: Prepared, *, n: int, seed: int, device, rep: Reporter) -> dict[str, Any]:
     """Modelability on the first ``n`` test items (the orderer's own measure when it has one)."""
+    from seqify import seeding
     from seqify.evaluate import modelability
 
     cfg = cell.config
-    if hasattr(cell.orderer, "modelability"):
+    score_seed = seeding.stream_seed(seed, "score")
+    if cell.orderer.learned:
         return cell.orderer.modelability(model, data.test, n=n, batch_size=cfg.eval.batch_size, device=device,
-                                         seed=seed + 3)
+                                         seed=score_seed)
     return modelability(model, data.test, cell.orderer, n=n, batch_size=cfg.eval.batch_size, device=device,
-                        seed=seed + 3, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance)
+                        seed=score_seed, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance)
+
+
+def evaluate_model(
+    cell: Cell, data: Prepared, model, *, seed: int, sample_seed: int, n_test: int, out: Path, device,
+    rep: Reporter, timings: dict[str, float], train_log: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The stages after training, shared by ``seqify bench`` and ``seqify sample``:
+    modelability on ``n_test`` test items (skipped when 0), samples and their metrics,
+    and a learned orderer's diagnostics. Returns modelability, metrics, headline,
+    order_diagnostics (when any) and files."""
+    from seqify import seeding
+
+    found: dict[str, Any] = {}
+    if n_test:
+        rep.stage("scoring the test split", n_test)
+        t = time.perf_counter()
+        found["modelability"] = score_test(cell, model, data, n=n_test, seed=seed, device=device, rep=rep)
+        timings["modelability_s"] = time.perf_counter() - t
+    metrics, files = generate_and_measure(
+        cell, data, model, n=cell.config.eval.n_samples, seed=sample_seed, out=out, device=device, rep=rep,
+        timings=timings)
+    found["metrics"] = metrics
+    found["headline"] = {k: metrics[k] for k in cell.modality.headline_metrics if k in metrics}
+    if cell.orderer.learned and n_test:
+        rep.stage("order diagnostics")
+        diagnostics = cell.orderer.diagnostics(model, data.test, out=out, train_log=train_log, device=device,
+                                               seed=seeding.stream_seed(seed, "diagnostics"))
+        files.update(diagnostics.get("files", {}))
+        found["order_diagnostics"] = diagnostics
+    found["files"] = files
+    return found
 
 
 def _request_dict(req: BenchRequest) -> dict[str, Any]:
@@ -364,11 +439,11 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     device = pick_device(req.device)
     out = Path(req.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(cell, req, rep, timings)
+    data = prepare_data(cell, req, rep, timings, device=device)
 
     # train (or reuse a model another cell trained the same way)
-    model = build_model(cell, data.spec).to(device)
-    sig = train_signature(cell, req)
+    model = build_model(cell, data.spec, req.seed).to(device)
+    sig = train_signature(cell, req, data.tokenizer_fingerprint)
     shared = Path(req.model_cache) / f"{sig}.pt" if req.model_cache else None
     train_info: dict[str, Any]
     if shared is not None and shared.is_file():
@@ -391,6 +466,7 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     n_params = sum(p.numel() for p in model.parameters())
     save_checkpoint(out / "checkpoint.pt", {
         "model": model.state_dict(),
+        "tokenizer": data.tokenizer.state_dict(),
         "request_json": json.dumps(_request_dict(req)),
         "names_json": json.dumps(cell.names),
         "config_json": cfg.model_dump_json(),
@@ -398,22 +474,10 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         "train_log_json": json.dumps(train_info),
     })
 
-    # modelability
-    n_test = min(cfg.eval.n_test, len(data.test))
-    rep.stage("scoring the test split", n_test)
-    t = time.perf_counter()
-    model_stats = score_test(cell, model, data, n=n_test, seed=req.seed, device=device, rep=rep)
-    timings["modelability_s"] = time.perf_counter() - t
-
-    metrics, sample_files = generate_and_measure(
-        cell, data, model, n=cfg.eval.n_samples, seed=req.seed, out=out, device=device, rep=rep, timings=timings)
-    files = {"results": "results.json", "checkpoint": "checkpoint.pt", **sample_files}
-    diagnostics = None
-    if hasattr(cell.orderer, "diagnostics"):
-        rep.stage("order diagnostics")
-        diagnostics = cell.orderer.diagnostics(model, data.test, out=out, train_log=train_info, device=device,
-                                               seed=req.seed + 6)
-        files.update(diagnostics.get("files", {}))
+    found = evaluate_model(
+        cell, data, model, seed=req.seed, sample_seed=req.seed, n_test=min(cfg.eval.n_test, len(data.test)), out=out,
+        device=device, rep=rep, timings=timings, train_log=train_info)
+    files = {"results": "results.json", "checkpoint": "checkpoint.pt", **found.pop("files")}
     timings["total_s"] = time.perf_counter() - t_all
 
     results = {
@@ -424,14 +488,12 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         "device": str(device),
         "config": cfg.model_dump(),
         "generator_config": cell.generator_config.model_dump(),
-        "modelability": model_stats,
-        "metrics": metrics,
+        **found,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "training": train_info,
-        **({"order_diagnostics": diagnostics} if diagnostics is not None else {}),
         "data": {**data.splits.info, "n_train": len(data.train), "n_val": len(data.val) if data.val else 0,
                  "n_test": len(data.test), "bad_rows": data.report.summary()},
-        "model": {"parameters": n_params, "train_signature": sig},
+        "model": {"parameters": n_params, "train_signature": sig, "tokenizer_fingerprint": data.tokenizer_fingerprint},
         "files": files,
         "versions": {"seqify": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
@@ -446,21 +508,25 @@ def run_sample(
 ) -> BenchResult:
     """Generate more items from a trained run's checkpoint, without retraining.
 
-    The run's data is loaded again (from the cache) to fit the tokenizer exactly as in
-    training; the weights are loaded with ``weights_only=True``. With ``score=N`` the
-    first N test items are scored too (modelability, as ``seqify bench`` reports it), and
-    a learned orderer's diagnostics are drawn again.
+    The run's data is loaded again (with every setting of the run, modality settings
+    included) and its tokenizer is restored from the checkpoint, never fitted again;
+    the weights are loaded with ``weights_only=True``. With ``score=N`` the first N
+    test items are scored too (modelability, as ``seqify bench`` reports it), and a
+    learned orderer's diagnostics are drawn again. The stages after training are
+    :func:`evaluate_model`, as in :func:`run_bench`.
     """
     rep = reporter or Reporter()
     ckpt_path = Path(run) / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise SeqifyError(f"{str(ckpt_path)!r} not found: give the --out folder of a finished `seqify bench` run")
     state = load_checkpoint(ckpt_path)
+    if "tokenizer" not in state:
+        raise SeqifyError(f"{str(ckpt_path)!r} was written by an older seqify without the tokenizer's state: "
+                          "run `seqify bench` again")
     asked = json.loads(state["request_json"])
     config = json.loads(state["config_json"])
-    overrides: dict[str, Any] = {"train": config["train"], "eval": dict(config["eval"]), "data": config["data"],
-                                 "generator": config["generator"], "orderer": config["orderer"],
-                                 "tokenizer": config["tokenizer"]}
+    overrides: dict[str, Any] = dict(config)  # every setting of the run, as resolved then
+    overrides["eval"] = dict(config["eval"])
     if n is not None:
         overrides["eval"]["n_samples"] = n
     if temperature is not None:
@@ -477,31 +543,21 @@ def run_sample(
     dev = pick_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(cell, req, rep, timings)
-    model = build_model(cell, data.spec)
+    data = prepare_data(cell, req, rep, timings, device=dev, tokenizer_state=state["tokenizer"])
+    model = build_model(cell, data.spec, req.seed)
     model.load_state_dict(state["model"])
     model = model.to(dev).eval()
     sample_seed = asked["seed"] if seed is None else seed
-    extra: dict[str, Any] = {}
-    if score:
-        rep.stage("scoring the test split", min(score, len(data.test)))
-        t = time.perf_counter()
-        extra["modelability"] = score_test(cell, model, data, n=min(score, len(data.test)), seed=asked["seed"],
-                                           device=dev, rep=rep)
-        timings["modelability_s"] = time.perf_counter() - t
-    metrics, files = generate_and_measure(
-        cell, data, model, n=cell.config.eval.n_samples, seed=sample_seed, out=out, device=dev, rep=rep,
-        timings=timings)
-    if score and hasattr(cell.orderer, "diagnostics"):
-        train_log = json.loads(state["train_log_json"]) if "train_log_json" in state else None
-        extra["order_diagnostics"] = cell.orderer.diagnostics(model, data.test, out=out, train_log=train_log,
-                                                              device=dev, seed=asked["seed"] + 6)
-        files.update(extra["order_diagnostics"].get("files", {}))
+    train_log = json.loads(state["train_log_json"]) if "train_log_json" in state else None
+    found = evaluate_model(
+        cell, data, model, seed=asked["seed"], sample_seed=sample_seed, n_test=min(score or 0, len(data.test)),
+        out=out, device=dev, rep=rep, timings=timings, train_log=train_log)
     timings["total_s"] = time.perf_counter() - t_all
     results = {**cell.names, "from_run": str(run), "seed": sample_seed, "device": str(dev),
                "n_samples": cell.config.eval.n_samples, "temperature": cell.config.eval.temperature,
-               **extra, "metrics": metrics, "timings": {k: round(v, 3) for k, v in timings.items()},
-               "files": {"results": "sample_results.json", **files}}
+               **found, "timings": {k: round(v, 3) for k, v in timings.items()},
+               "model": {"tokenizer_fingerprint": data.tokenizer_fingerprint},
+               "files": {"results": "sample_results.json", **found["files"]}}
     atomic_write_json(out / "sample_results.json", results)
     return BenchResult(results, out, results["files"])
 
@@ -512,4 +568,5 @@ def _spec_dict(spec) -> dict:
     return asdict(spec)
 
 
-__all__ = ["BenchRequest", "BenchResult", "Reporter", "run_bench", "resolve_cell", "check_applicable", "SeqifyError"]
+__all__ = ["BenchRequest", "BenchResult", "Reporter", "run_bench", "run_sample", "resolve_cell", "check_applicable",
+           "evaluate_model", "SeqifyError"]

@@ -6,6 +6,7 @@ stay fast. Heavy modules are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -238,6 +239,10 @@ def sample(
 
 
 def main() -> None:
+    # torch's OpenMP threads spin while waiting by default: beside another busy process
+    # on a small CPU a training step then runs several times slower. Passive waiting
+    # (set before torch loads) mostly cures it; a value the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app()
     except SeqifyError as exc:  # errors raised while building --help text, for example

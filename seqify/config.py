@@ -3,7 +3,10 @@
 Precedence, lowest first: the defaults below (they run on a laptop), the modality's
 budget preset (``Modality.budget``), the ``--config`` file (TOML or YAML), then
 explicit CLI flags such as ``--steps``. Component settings (``generator``,
-``orderer``, ``tokenizer``) are validated against that component's own model.
+``orderer``, ``tokenizer``) are validated against that component's own model. A budget
+sets data, training and evaluation, and names a model ``size``; the generator maps
+the size to its own settings (``Generator.sizes``), so a generator with another
+settings schema runs under every budget.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class BenchConfig(_Strict):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     data: DataConfig = DataConfig()
+    size: str = Field("small", description="model size preset, interpreted by the generator (its `sizes`)")
     modality: dict[str, Any] = Field(default_factory=dict, description="modality settings (its config_model)")
     generator: dict[str, Any] = Field(default_factory=dict, description="generator settings")
     orderer: dict[str, Any] = Field(default_factory=dict, description="orderer settings")

@@ -20,7 +20,7 @@ from seqify.io import cache_dir, load_checkpoint, save_checkpoint
 from seqify.protocols import Tokenizer
 from seqify.types import TokenBatch, TokenSet
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def _small_int(max_value: int) -> torch.dtype:
@@ -117,13 +117,48 @@ class TokenTable:
 
 
 def items_fingerprint(items: list[Any]) -> str:
-    """A stable hash of a split's items (their ``repr``)."""
+    """A stable hash of a split's items, over their bytes: arrays and tensors by dtype,
+    shape and every element (``repr`` abbreviates large arrays, so two images with
+    equal borders would collide), containers and dataclasses field by field."""
     h = hashlib.sha1()
     h.update(str(len(items)).encode())
     for item in items:
-        h.update(repr(item).encode())
+        _hash_item(h, item)
         h.update(b"\x00")
     return h.hexdigest()
+
+
+def _hash_item(h: Any, item: Any) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu()
+        item = (item.float() if item.dtype == torch.bfloat16 else item).numpy()
+    if isinstance(item, np.ndarray):
+        arr = np.ascontiguousarray(item)
+        h.update(f"A{arr.dtype.str}{arr.shape}".encode())
+        h.update(arr.tobytes())
+    elif isinstance(item, (str, bytes)):
+        data = item.encode() if isinstance(item, str) else item
+        h.update(f"S{len(data)}:".encode())
+        h.update(data)
+    elif isinstance(item, dict):
+        h.update(f"D{len(item)}".encode())
+        for key in sorted(item, key=repr):
+            _hash_item(h, key)
+            _hash_item(h, item[key])
+    elif isinstance(item, (list, tuple)):
+        h.update(f"L{len(item)}".encode())
+        for part in item:
+            _hash_item(h, part)
+    elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+        h.update(type(item).__qualname__.encode())
+        for f in dataclasses.fields(item):
+            _hash_item(h, getattr(item, f.name))
+    else:
+        h.update(repr(item).encode())
 
 
 def tokenize_split(
@@ -133,8 +168,10 @@ def tokenize_split(
     split: str,
     report: RowReport,
     cache_key: str | None = None,
+    chunk: int = 256,
 ) -> tuple[TokenTable, list[int]]:
-    """Encode ``items``; an item that fails is reported and skipped.
+    """Encode ``items`` with ``tokenizer.encode_batch``, ``chunk`` at a time; in a chunk
+    that fails, each item is encoded alone and an item that fails is reported and skipped.
 
     Returns the table and the indices (into ``items``) of the items it holds. With a
     ``cache_key``, the result is cached on disk (weights-only tensors + JSON).
@@ -153,13 +190,21 @@ def tokenize_split(
             except Exception:  # a damaged cache is rebuilt, never trusted
                 pass
     encoded, kept, bad = [], [], []
-    for i, item in enumerate(items):
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
         try:
-            encoded.append(tokenizer.encode(item))
-            kept.append(i)
-        except (ValueError, KeyError) as exc:
-            report.add(f"{split} split", i + 1, f"cannot tokenize: {exc}")
-            bad.append((i + 1, f"cannot tokenize: {exc}"))
+            encoded.extend(tokenizer.encode_batch(part))
+            kept.extend(range(start, start + len(part)))
+            continue
+        except (ValueError, KeyError):
+            pass  # one bad item: encode this chunk item by item, so only it is skipped
+        for i, item in enumerate(part, start):
+            try:
+                encoded.append(tokenizer.encode(item))
+                kept.append(i)
+            except (ValueError, KeyError) as exc:
+                report.add(f"{split} split", i + 1, f"cannot tokenize: {exc}")
+                bad.append((i + 1, f"cannot tokenize: {exc}"))
     if not encoded:
         from seqify.errors import DataError
 

@@ -31,7 +31,7 @@ def modelability(
     orders_per_item: int = 1,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict:
-    """Score the first ``n`` items of ``table`` under ``orderer``'s orders.
+    """Score the first ``n`` items of ``table`` under ``orderer``'s orders, in float32.
 
     For a stochastic orderer each item is scored under ``orders_per_item`` sampled
     orders and the mean is reported (a Monte Carlo estimate of the expectation over
@@ -49,12 +49,13 @@ def modelability(
         batch = table.batch(idx, device)
         item_nll = torch.zeros(len(idx), dtype=torch.float64, device=device)
         for rep in range(repeats):
-            with autocast(device):
-                if orderer.adaptive:
-                    scores, _ = model.score(batch, orderer=orderer)
-                else:
-                    order = orderer.infer_orders(batch, rng=rng).to(device)
-                    scores, _ = model.score(batch, order)
+            # scored in float32, never under autocast: the differences between orders
+            # that seqify reports are a few hundredths of a nat per token
+            if orderer.adaptive:
+                scores, _ = model.score(batch, orderer=orderer)
+            else:
+                order = orderer.infer_orders(batch, rng=rng).to(device)
+                scores, _ = model.score(batch, order)
             logp = scores.logp.double().masked_fill(~scores.scored, 0.0)
             item_nll += -logp.sum(1) / repeats
             if rep == 0:

@@ -40,10 +40,6 @@ CREATE TABLE IF NOT EXISTS cells (
 )
 """
 
-#: headline sample metric per modality for the comparison table (first one present wins)
-HEADLINE = ("puzzle_accuracy", "validity", "fcd")
-
-
 @dataclass
 class MatrixRequest:
     modalities: list[str]
@@ -176,10 +172,9 @@ def _row(names: dict[str, str], status: str, reason: str | None, results: dict |
             top1_accuracy=m["top1_accuracy"], modelability_kind=m["kind"],
             shared_model=bool(results.get("training", {}).get("reused_model")),
         )
-        for name in HEADLINE:
-            if name in results["metrics"]:
-                row["headline"] = f"{name}={_fmt(results['metrics'][name])}"
-                break
+        headline = results.get("headline") or {}  # named by the modality (Modality.headline_metrics)
+        if headline:
+            row["headline"] = ", ".join(f"{name}={_fmt(v)}" for name, v in headline.items())
     return row
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "TransformerStack",
     "LayerCache",
     "KVCache",
+    "block_causal_mask",
     "check_batch",
     "check_temperature",
     "clean_structure",
@@ -134,6 +135,14 @@ class LayerCache:
         self.length = end
         return self.k_BHTd[:, :, :end], self.v_BHTd[:, :, :end]
 
+    def peek(self, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cached keys and values followed by the new ones, without storing the new ones."""
+        if self.k_BHTd is None or self.length == 0:
+            return k_BHTd, v_BHTd
+        k = torch.cat([self.k_BHTd[:, :, : self.length], k_BHTd.to(self.k_BHTd.dtype)], dim=2)
+        v = torch.cat([self.v_BHTd[:, :, : self.length], v_BHTd.to(self.v_BHTd.dtype)], dim=2)
+        return k, v
+
 
 class KVCache:
     """One :class:`LayerCache` per transformer block.
@@ -152,6 +161,40 @@ class KVCache:
     @property
     def length(self) -> int:
         return self.layers[0].length
+
+
+def block_causal_mask(
+    q_block_BT: torch.Tensor,
+    k_block_BS: torch.Tensor,
+    *,
+    q_pos_BT: torch.Tensor | None = None,
+    k_pos_BS: torch.Tensor | None = None,
+    key_mask_BS: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``[B, 1, T, S]`` bool attention mask (True = may attend) from block ids.
+
+    Query ``i`` sees key ``j`` when the key's block is earlier (``k_block < q_block``).
+    When positions are given, it also sees the keys of its own block that are already
+    known: ``k_block == q_block`` and ``k_pos <= q_pos`` (within-block causality). With
+    a KV cache, the keys are the cached positions followed by the new ones, so
+    ``k_block_BS`` covers all ``S`` of them and ``q_block_BT`` only the ``T`` new ones.
+    Every query must see at least one key (a fully masked row gives NaN).
+
+    Args:
+        q_block_BT: block id of each query.
+        k_block_BS: block id of each key.
+        q_pos_BT, k_pos_BS: positions for within-block visibility (both or neither).
+        key_mask_BS: bool, False for keys no query may attend to (padding).
+    """
+    if (q_pos_BT is None) != (k_pos_BS is None):
+        raise ValueError("block_causal_mask: give both q_pos_BT and k_pos_BS, or neither")
+    q_BT1, k_B1S = q_block_BT[:, :, None], k_block_BS[:, None, :]
+    mask_BTS = k_B1S < q_BT1
+    if q_pos_BT is not None:
+        mask_BTS = mask_BTS | ((k_B1S == q_BT1) & (k_pos_BS[:, None, :] <= q_pos_BT[:, :, None]))
+    if key_mask_BS is not None:
+        mask_BTS = mask_BTS & key_mask_BS[:, None, :]
+    return mask_BTS[:, None]
 
 
 class SelfAttention(nn.Module):
@@ -177,12 +220,13 @@ class SelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         cache: LayerCache | None = None,
+        store: bool = True,
     ) -> torch.Tensor:
         B, T, D = x_BTD.shape
         H = self.n_heads
         q, k, v = self.qkv(x_BTD).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = cache.append(k, v)
+            k, v = cache.append(k, v) if store else cache.peek(k, v)
         y_BHTd = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )
@@ -204,8 +248,10 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x_BTD, *, mask=None, is_causal=False, cache: LayerCache | None = None):
-        x_BTD = x_BTD + self.drop(self.attn(self.ln_attn(x_BTD), mask=mask, is_causal=is_causal, cache=cache))
+    def forward(self, x_BTD, *, mask=None, is_causal=False, cache: LayerCache | None = None, store: bool = True):
+        x_BTD = x_BTD + self.drop(
+            self.attn(self.ln_attn(x_BTD), mask=mask, is_causal=is_causal, cache=cache, store=store)
+        )
         return x_BTD + self.drop(self.mlp(self.ln_mlp(x_BTD)))
 
 
@@ -232,6 +278,8 @@ class TransformerStack(nn.Module):
         key_mask_BL: torch.Tensor | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
+        attn_mask: torch.Tensor | None = None,
+        store: bool = True,
     ) -> torch.Tensor:
         """Hidden states ``[B, T, D]``.
 
@@ -240,10 +288,19 @@ class TransformerStack(nn.Module):
             key_mask_BL: bool, False for keys no query may attend to (padding).
             causal: each position attends only to itself and earlier positions.
             cache: a KV cache: the new positions follow the ``cache.length`` cached ones.
+            attn_mask: bool ``[B, 1, T, S]`` (True = may attend), e.g. from
+                :func:`block_causal_mask`; S counts the cached positions and the new
+                ones. Replaces ``key_mask_BL`` and ``causal``.
+            store: with a cache, False attends to the cache and the new positions
+                without storing the new ones (queries that later positions never see).
         """
         T = x_BTD.shape[1]
         mask, is_causal = None, False
-        if key_mask_BL is not None:
+        if attn_mask is not None:
+            if causal or key_mask_BL is not None:
+                raise ValueError("TransformerStack: attn_mask replaces key_mask_BL and causal; give one or the other")
+            mask = attn_mask
+        elif key_mask_BL is not None:
             mask = key_mask_BL[:, None, None, :]
         if causal:
             start = cache.length if cache is not None else 0
@@ -257,7 +314,7 @@ class TransformerStack(nn.Module):
         x_BTD = self.drop(x_BTD)
         for i, block in enumerate(self.blocks):
             layer_cache = cache.layers[i] if cache is not None else None
-            x_BTD = block(x_BTD, mask=mask, is_causal=is_causal, cache=layer_cache)
+            x_BTD = block(x_BTD, mask=mask, is_causal=is_causal, cache=layer_cache, store=store)
         return self.ln_out(x_BTD)
 
 

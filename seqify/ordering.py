@@ -29,13 +29,16 @@ class StaticOrderer:
 
     Subclasses set ``name`` and implement :meth:`priority`. Set ``prefix_closed`` when
     the order always generates the canonical prefix first (only such orders can
-    generate variable-length items), and ``needs_any_order`` = False only for the
-    canonical order itself.
+    generate variable-length items), ``needs_any_order`` = False only for the
+    canonical order itself, and ``produces_blocks`` when the orders group several
+    slots into one block (then only generators with ``GeneratorCaps.blocks`` apply).
     """
 
     name: str = "static"
     adaptive: ClassVar[bool] = False
     stochastic: ClassVar[bool] = False
+    learned: ClassVar[bool] = False
+    produces_blocks: ClassVar[bool] = False
     prefix_closed: ClassVar[bool] = False
     needs_any_order: ClassVar[bool] = True
     config_model: ClassVar[type[BaseModel]] = NoOptions
@@ -57,6 +60,11 @@ class StaticOrderer:
             )
         if self.needs_any_order and not caps.any_order:
             return f"orderer {self.name!r} needs a generator that trains in any order"
+        if self.produces_blocks and not caps.blocks:
+            return (
+                f"orderer {self.name!r} predicts several slots per step (blocks), but this "
+                "generator predicts one slot at a time (it does not support blocks)"
+            )
         return None
 
     def priority(self, batch: TokenBatch, rng: torch.Generator) -> torch.Tensor:
@@ -95,6 +103,8 @@ class AdaptiveOrderer:
     name: str = "adaptive"
     adaptive: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
+    learned: ClassVar[bool] = False
+    produces_blocks: ClassVar[bool] = False
     config_model: ClassVar[type[BaseModel]] = NoOptions
 
     def __repr__(self) -> str:

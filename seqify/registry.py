@@ -2,7 +2,8 @@
 
 Plugins register ``"module:attr"`` strings (or objects), so listing components never
 imports torch. A class is imported the first time it is resolved and checked
-against its protocol then.
+against its protocol then (:func:`seqify.protocols.check_component`): a plugin whose
+class lacks a member fails at load, with its name.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqify.errors import RegistrationError, UnknownComponentError
+from seqify.protocols import check_component
 
 KINDS = ("modality", "tokenizer", "orderer", "generator")
 
@@ -26,6 +28,7 @@ class ComponentInfo:
     description: str
     plugin: str
     modality: str | None = None  # tokenizers belong to a modality
+    _checked: bool = False  # checked against its protocol (on first load)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -44,6 +47,12 @@ class ComponentInfo:
             for part in attr.split("."):
                 obj = getattr(obj, part)
             self.target = obj
+        if not self._checked:
+            try:
+                check_component(self.kind, self.name, self.target, plugin=self.plugin)
+            except TypeError as exc:
+                raise RegistrationError(str(exc)) from None
+            self._checked = True
         return self.target
 
 

@@ -13,7 +13,8 @@ import torch
 
 from seqify.config import TrainConfig
 from seqify.dataset import TokenTable
-from seqify.protocols import Orderer
+from seqify import seeding
+from seqify.protocols import Orderer, TrainableModel
 
 
 @dataclass
@@ -67,22 +68,20 @@ def validation_loss(
     """The training objective on the first ``n`` validation items, with fixed seeds."""
     was_training = model.training
     model.eval()
-    rng = torch.Generator().manual_seed(seed)
-    cpu_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
+    rng = seeding.generator(seed, "validation")
     total, count = 0.0, 0
     n = min(n, len(table))
     try:
-        for start in range(0, n, batch_size):
-            idx = torch.arange(start, min(n, start + batch_size))
-            batch = table.batch(idx, device)
-            order = orderer.train_orders(batch, progress=1.0, rng=rng).to(device)
-            with autocast(device):
-                loss = model.loss(batch, order)
-            total += float(loss) * len(idx)
-            count += len(idx)
+        with seeding.forked(seed, "validation", device):  # the training streams are left as they were
+            for start in range(0, n, batch_size):
+                idx = torch.arange(start, min(n, start + batch_size))
+                batch = table.batch(idx, device)
+                order = orderer.train_orders(batch, progress=1.0, rng=rng).to(device)
+                with autocast(device):
+                    loss = model.loss(batch, order)
+                total += float(loss) * len(idx)
+                count += len(idx)
     finally:
-        torch.random.set_rng_state(cpu_state)
         model.train(was_training)
     return total / max(count, 1)
 
@@ -98,11 +97,17 @@ def train(
     seed: int,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TrainLog:
-    """Train ``model`` in place for ``cfg.steps`` steps; returns the log."""
+    """Train ``model`` in place for ``cfg.steps`` steps; returns the log.
+
+    Batches, orders and the global stream (dropout, a model's own noise) each draw
+    from their own named stream of ``seed`` (:mod:`seqify.seeding`); the model's
+    initial weights are the caller's (seed the ``init`` stream before building it).
+    """
     log = TrainLog()
-    torch.manual_seed(seed)
-    order_rng = torch.Generator().manual_seed(seed + 1)
-    batch_rng = torch.Generator().manual_seed(seed + 2)
+    seeding.seed_global(seed, "dropout")
+    order_rng = seeding.generator(seed, "orders")
+    batch_rng = seeding.generator(seed, "batches")
+    hooks = model if isinstance(model, TrainableModel) else None
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     n = len(train_table)
@@ -121,8 +126,8 @@ def train(
         order = orderer.train_orders(batch, progress=step / max(1, cfg.steps), rng=order_rng).to(device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        if hasattr(model, "set_progress"):
-            model.set_progress(step / max(1, cfg.steps))
+        if hooks is not None:
+            hooks.set_progress(step / max(1, cfg.steps))
         with autocast(device):
             loss = model.loss(batch, order)
         if not torch.isfinite(loss):
@@ -135,7 +140,7 @@ def train(
         ema = value if ema is None else 0.95 * ema + 0.05 * value
         if step % every == 0 or step == cfg.steps - 1:
             log.loss.append((step, round(value, 5)))
-            for name, stat in (getattr(model, "train_stats", None) or {}).items():
+            for name, stat in (hooks.train_stats if hooks is not None else {}).items():
                 log.extra.setdefault(name, []).append((step, round(float(stat), 5)))
         if val_table is not None and cfg.eval_every and step > 0 and step % cfg.eval_every == 0:
             v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed)

@@ -240,10 +240,16 @@ class OrderBatch:
     entries of one block are predicted together, from the same context. Given slots
     are block -1, padding is block -2; predicted blocks count 0, 1, 2, ... and never
     decrease. Next-token generation = blocks of one.
+
+    ``next_block_only`` is a training request: a generator that trains on a random cut
+    through the blocks (the masked generator) then predicts only the block right after
+    the cut, as it will decode (RandAR / MaskGIT style parallel decoding), instead of
+    every block after it. Scoring and sampling ignore it.
     """
 
     perm: torch.Tensor  # [B, L] long
     block: torch.Tensor  # [B, L] long
+    next_block_only: bool = False
 
     @property
     def num_blocks(self) -> torch.Tensor:
@@ -263,8 +269,17 @@ class OrderBatch:
         out.scatter_(1, self.perm, self.block)
         return out
 
+    def block_sizes(self) -> torch.Tensor:
+        """``[B, n]`` number of slots in each predicted block (n = the most blocks of any row)."""
+        B = self.block.shape[0]
+        n = int(self.num_blocks.max().clamp_min(0)) if B else 0
+        sizes_Bn = torch.zeros(B, n + 1, dtype=torch.long, device=self.block.device)
+        ids_BL = torch.where(self.block >= 0, self.block, torch.full_like(self.block, n))
+        sizes_Bn.scatter_add_(1, ids_BL, torch.ones_like(ids_BL))
+        return sizes_Bn[:, :n]
+
     def to(self, device: torch.device | str) -> "OrderBatch":
-        return OrderBatch(self.perm.to(device), self.block.to(device))
+        return OrderBatch(self.perm.to(device), self.block.to(device), self.next_block_only)
 
     @staticmethod
     def from_priorities(batch: TokenBatch, priority_BL: torch.Tensor) -> "OrderBatch":
@@ -280,6 +295,52 @@ class OrderBatch:
         key = torch.where(batch.pad, idx.to(torch.float64) + 2 * big, key)
         perm = torch.sort(key, dim=1, stable=True).indices
         return OrderBatch(perm, _blocks_of_one(batch, perm))
+
+    @staticmethod
+    def from_groups(
+        batch: TokenBatch, group_BL: torch.Tensor, priority_BL: torch.Tensor | None = None
+    ) -> "OrderBatch":
+        """Blocks from a group id per slot: each group a row predicts becomes one block.
+
+        Predicted slots are sorted by ascending group, then by ascending ``priority``
+        inside a group (ties: slot index). The distinct groups among a row's predicted
+        slots become blocks 0, 1, 2, ... in that order (group ids need not be
+        consecutive: missing groups are skipped). Given slots come first (block -1,
+        canonical order), padding last (block -2), whatever their group.
+
+        Args:
+            batch: the items the orders are for.
+            group_BL: ``[B, L]`` group of every slot (int or float; read on predicted slots).
+            priority_BL: ``[B, L]`` order inside a group (default: slot index).
+        """
+        B, L = batch.values.shape
+        if tuple(group_BL.shape) != (B, L):
+            raise ValueError(f"from_groups: group_BL has shape {tuple(group_BL.shape)}, expected {(B, L)}")
+        if priority_BL is not None and tuple(priority_BL.shape) != (B, L):
+            raise ValueError(f"from_groups: priority_BL has shape {tuple(priority_BL.shape)}, expected {(B, L)}")
+        device = batch.values.device
+        group_BL = group_BL.to(device)
+        idx_BL = torch.arange(L, device=device).expand(B, L)
+        # category: 0 given, 1 predicted, 2 padding; given and padding keep their slot index
+        category_BL = torch.where(batch.given, 0, torch.where(batch.pad, 2, 1))
+        predicted_BL = category_BL == 1
+        prio_BL = idx_BL.to(torch.float64)
+        if priority_BL is not None:
+            prio_BL = torch.where(predicted_BL, priority_BL.to(device, torch.float64), prio_BL)
+        group_key_BL = torch.where(predicted_BL, group_BL, torch.zeros_like(group_BL))
+        # least significant key first, stable sorts: (category, group, priority, slot index)
+        perm_BL = torch.sort(prio_BL, dim=1, stable=True).indices
+        perm_BL = perm_BL.gather(1, torch.sort(group_key_BL.gather(1, perm_BL), dim=1, stable=True).indices)
+        perm_BL = perm_BL.gather(1, torch.sort(category_BL.gather(1, perm_BL), dim=1, stable=True).indices)
+        group_in_order_BL = group_key_BL.gather(1, perm_BL)
+        pred_in_order_BL = predicted_BL.gather(1, perm_BL)
+        prev_pred_BL = torch.cat([torch.zeros_like(pred_in_order_BL[:, :1]), pred_in_order_BL[:, :-1]], dim=1)
+        prev_group_BL = torch.cat([group_in_order_BL[:, :1], group_in_order_BL[:, :-1]], dim=1)
+        starts_BL = pred_in_order_BL & (~prev_pred_BL | (group_in_order_BL != prev_group_BL))
+        block_BL = torch.cumsum(starts_BL.long(), dim=1) - 1
+        block_BL = torch.where(category_BL.gather(1, perm_BL) == 0, torch.full_like(block_BL, -1), block_BL)
+        block_BL = torch.where(category_BL.gather(1, perm_BL) == 2, torch.full_like(block_BL, -2), block_BL)
+        return OrderBatch(perm_BL, block_BL)
 
     def validate(self, batch: TokenBatch) -> None:
         """Raise ValueError unless this is a valid order for ``batch``."""

@@ -10,12 +10,13 @@ import torch
 from pydantic import ValidationError
 
 from seqify.errors import NotApplicableError
+from seqify.nn import KVCache, TransformerConfig, TransformerStack, block_causal_mask
 from seqify.ordering import StaticOrderer
 from seqify.protocols import Generator
 from seqify.types import KindSpec, OrderBatch, TokenBatch, TokenizerSpec, TokenSet, collate
 from seqify_generators.causal import CausalTransformer
 from seqify_generators.masked import MaskedTransformer
-from seqify_orderers.orderers import Margin, Random, Raster, TopProb
+from seqify_orderers.orderers import Margin, Parallel, Random, Raster, TopProb
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
 
@@ -131,7 +132,7 @@ def test_protocol_config_and_repr(cls):
 
 
 def test_caps():
-    assert CausalTransformer.caps.variable_length and not CausalTransformer.caps.blocks
+    assert CausalTransformer.caps.variable_length and CausalTransformer.caps.blocks
     assert not CausalTransformer.caps.adaptive
     assert MaskedTransformer.caps.blocks and MaskedTransformer.caps.adaptive
     assert not MaskedTransformer.caps.variable_length
@@ -140,11 +141,11 @@ def test_caps():
 # --------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("cls", [CausalTransformer, MaskedTransformer])
-def test_loss_decreases_when_overfitting(cls):
+@pytest.mark.parametrize("cls,block_size", [(CausalTransformer, 1), (CausalTransformer, 3), (MaskedTransformer, 1)])
+def test_loss_decreases_when_overfitting(cls, block_size):
     m = model(cls)
     batch = grid_batch(8)
-    order = random_order(batch)
+    order = with_blocks(random_order(batch), block_size)
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
     losses = []
     torch.manual_seed(0)
@@ -348,8 +349,12 @@ def _check_sample(template: TokenBatch, out: TokenBatch):
         (MaskedTransformer, BlocksOf3()),
         (MaskedTransformer, TopProb()),
         (MaskedTransformer, Margin()),
+        (CausalTransformer, BlocksOf3()),
+        (CausalTransformer, Parallel(k=4, base="random")),
+        (MaskedTransformer, Parallel(k=4, base="raster")),
     ],
-    ids=["causal-raster", "causal-random", "masked-random", "masked-blocks", "masked-top-prob", "masked-margin"],
+    ids=["causal-raster", "causal-random", "masked-random", "masked-blocks", "masked-top-prob", "masked-margin",
+         "causal-blocks", "causal-parallel", "masked-parallel"],
 )
 def test_samples_keep_given_slots_and_kind_ranges(cls, orderer):
     m = model(cls)
@@ -400,20 +405,13 @@ def test_masked_adaptive_score_order_covers_every_slot_once(orderer):
             known[b, slot] = True
 
 
-def test_causal_rejects_adaptive_orderers_and_blocks():
+def test_causal_rejects_adaptive_orderers():
     m = model(CausalTransformer)
     batch = grid_batch(3)
     with pytest.raises(NotApplicableError, match="masked"):
         m.score(batch, orderer=TopProb())
     with pytest.raises(NotApplicableError, match="masked"):
         m.sample(batch, Margin(), rng=torch.Generator())
-    blocks = with_blocks(random_order(batch), 3)
-    with pytest.raises(NotApplicableError, match="block"):
-        m.score(batch, blocks)
-    with pytest.raises(NotApplicableError, match="block"):
-        m.loss(batch, blocks)
-    with pytest.raises(NotApplicableError, match="block"):
-        m.sample(batch, BlocksOf3(), rng=torch.Generator())
 
 
 def test_masked_refuses_variable_length_sampling():
@@ -468,3 +466,196 @@ def test_causal_variable_length_scores_end_token_and_ignores_padding():
     assert torch.equal(scores.scored, ~batch.pad)
     last = (~batch.pad).sum(1) - 1
     assert torch.all(scores.logp[torch.arange(6), last] < 0)  # the END slot is predicted
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def test_block_causal_mask_sees_earlier_blocks_and_known_positions_of_its_own():
+    block = torch.tensor([[-1, 0, 0, 1, 1, 2]])
+    pos = torch.arange(6)[None]
+    plain = block_causal_mask(block, block)[0, 0]
+    assert plain.shape == (6, 6)
+    assert plain[3].tolist() == [True, True, True, False, False, False]  # blocks -1 and 0 only
+    assert not plain[0].any()  # nothing is earlier than the first block
+    within = block_causal_mask(block, block, q_pos_BT=pos, k_pos_BS=pos)[0, 0]
+    assert torch.equal(within, torch.tril(torch.ones(6, 6, dtype=torch.bool)))  # non-decreasing blocks: causal
+    keys = torch.tensor([[True, True, False, True, True, True]])
+    masked = block_causal_mask(block, block, q_pos_BT=pos, k_pos_BS=pos, key_mask_BS=keys)[0, 0]
+    assert not masked[:, 2].any() and masked[4, 3]
+    # with a cache: the new queries (the last two) against all keys
+    tail = block_causal_mask(block[:, 4:], block, q_pos_BT=pos[:, 4:], k_pos_BS=pos)[0, 0]
+    assert torch.equal(tail, within[4:])
+    with pytest.raises(ValueError, match="both"):
+        block_causal_mask(block, block, q_pos_BT=pos)
+
+
+@torch.no_grad()
+def test_stack_with_block_mask_and_cache_matches_one_full_pass():
+    torch.manual_seed(0)
+    stack = TransformerStack(TransformerConfig(**TINY)).eval()
+    x = torch.randn(2, 7, 32)
+    block = torch.tensor([[-1, 0, 0, 1, 1, 1, 2], [-1, -1, 0, 0, 0, 1, 2]])
+    pos = torch.arange(7).expand(2, 7)
+    full = stack(x, attn_mask=block_causal_mask(block, block, q_pos_BT=pos, k_pos_BS=pos))
+    causal = stack(x, causal=True)
+    assert torch.allclose(full, causal, atol=1e-5)  # non-decreasing blocks + positions = causal
+    cache = KVCache(len(stack.blocks), 7)
+    parts = []
+    for start, stop in ((0, 3), (3, 6), (6, 7)):
+        mask = block_causal_mask(block[:, start:stop], block[:, :stop], q_pos_BT=pos[:, start:stop], k_pos_BS=pos[:, :stop])
+        # a look ahead that is not stored changes nothing that follows
+        peek = stack(x[:, start : start + 1], cache=cache, attn_mask=mask[:, :, :1, : start + 1], store=False)
+        assert cache.length == start and torch.allclose(peek, full[:, start : start + 1], atol=1e-5)
+        parts.append(stack(x[:, start:stop], cache=cache, attn_mask=mask))
+    assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="attn_mask replaces"):
+        stack(x, causal=True, attn_mask=torch.ones(2, 1, 7, 7, dtype=torch.bool))
+
+
+@torch.no_grad()
+def test_causal_blocks_do_not_peek_at_their_own_or_later_blocks():
+    m = model(CausalTransformer)
+    batch = grid_batch(5)
+    order = with_blocks(random_order(batch), 3)
+    slot_block = order.slot_block()
+    logp = m(batch, order)  # position t predicts perm[t]
+    assert order.num_blocks.tolist() == [3] * 5
+    for k in range(3):
+        changed = batch.with_values(torch.where(slot_block >= k, (batch.values + 1) % 3, batch.values))
+        other = m(changed, order)
+        same = (order.block >= 0) & (order.block <= k)
+        later = order.block > k
+        assert torch.equal(logp[same], other[same]), k  # depends only on the given slots and blocks < k
+        if k < 2:
+            assert not torch.allclose(logp[later].exp(), other[later].exp(), atol=1e-4), k
+
+
+@torch.no_grad()
+def test_causal_block_likelihood_is_a_normalized_distribution():
+    # 5 slots of 3 values, slot 2 given, 4 predicted in blocks of 2: sum p(x) over all 81 completions is 1
+    spec = TokenizerSpec((KindSpec("v", 3),), ("pos",), (5,), 5)
+    m = model(CausalTransformer, spec)
+    for p in m.parameters():  # away from the near-uniform init, so a leak would show
+        p.add_(0.3 * torch.randn_like(p))
+    grid = torch.cartesian_prod(*[torch.arange(3)] * 4)
+    values = torch.zeros(81, 5, dtype=torch.long)
+    values[:, [0, 1, 3, 4]] = grid
+    values[:, 2] = 1
+    given = torch.zeros(5, dtype=torch.bool)
+    given[2] = True
+    items = [TokenSet(v, torch.zeros(5, dtype=torch.long), torch.arange(5)[:, None], given) for v in values]
+    batch = collate(items)
+    prio = torch.tensor([3.0, 0.0, 9.0, 1.0, 2.0]).expand(81, 5)
+    order = OrderBatch.from_groups(batch, torch.tensor([1, 0, 0, 0, 1]).expand(81, 5), prio)
+    assert order.perm[0].tolist() == [2, 1, 3, 4, 0] and order.block[0].tolist() == [-1, 0, 0, 1, 1]
+    scores, _ = m.score(batch, order)
+    total = scores.logp.double().sum(1).exp().sum()
+    assert abs(float(total) - 1.0) < 1e-5
+    # and each block's joint (factorised) distribution sums to one given the earlier block
+    block1 = scores.logp[:, [0, 4]].double().sum(1).exp().view(3, 3, 3, 3)  # slots 0, 1, 3, 4
+    block1 = block1.permute(1, 2, 0, 3).reshape(9, 9)  # rows: values of block 0 (slots 1, 3)
+    assert torch.allclose(block1.sum(1), torch.ones(9, dtype=torch.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("block_size", [2, 5])
+@torch.no_grad()
+def test_causal_block_sampling_kv_cache_and_teacher_forcing_agree(block_size):
+    m = model(CausalTransformer)
+    items = grid_items(5, n_given=2)
+    items[1] = TokenSet(items[1].values[:7], items[1].kinds[:7], items[1].coords[:7], items[1].given[:7])
+    items[2].given[:] = False  # rows with different numbers of given slots and of blocks
+    template = collate(items)
+    order = with_blocks(random_order(template), block_size)
+    a, logp_a = m.generate(template, order, rng=torch.Generator().manual_seed(7), use_cache=True, return_logp=True)
+    b, logp_b = m.generate(template, order, rng=torch.Generator().manual_seed(7), use_cache=False, return_logp=True)
+    assert torch.equal(a.values, b.values) and torch.equal(a.pad, template.pad)
+    _check_sample(template, a)
+    predicted = template.target
+    finite = torch.isfinite(logp_a[predicted])
+    assert torch.equal(finite, torch.isfinite(logp_b[predicted]))
+    assert torch.allclose(logp_a[predicted][finite], logp_b[predicted][finite], atol=1e-5)
+    # the step distributions are the teacher-forced ones of the finished samples, so the
+    # exact score of a sample is the sum over blocks of its block-by-block log-probabilities
+    scores, _ = m.score(a, order)
+    truth = true_gid(SPEC, a)
+    stepwise = logp_a.gather(2, truth[..., None]).squeeze(2)
+    assert torch.allclose(scores.logp[predicted], stepwise[predicted], atol=1e-5)
+    s1 = m.sample(template, Parallel(k=3), rng=torch.Generator().manual_seed(11), use_cache=True)
+    s2 = m.sample(template, Parallel(k=3), rng=torch.Generator().manual_seed(11), use_cache=False)
+    assert torch.equal(s1.values, s2.values)
+    g1 = m.sample(template, Parallel(k=3), rng=torch.Generator().manual_seed(11), temperature=0)
+    g2 = m.sample(template, Parallel(k=3), rng=torch.Generator().manual_seed(11), temperature=0, use_cache=False)
+    assert torch.equal(g1.values, g2.values)
+
+
+def test_causal_block_loss_is_mean_nll_of_score_and_blocks_change_the_scores():
+    m = model(CausalTransformer)
+    batch = grid_batch(5)
+    order = with_blocks(random_order(batch), 3)
+    scores, _ = m.score(batch, order)
+    assert torch.allclose(m.loss(batch, order), -scores.logp[scores.scored].mean(), atol=1e-5)
+    one, _ = m.score(batch, random_order(batch))
+    assert not torch.allclose(one.logp, scores.logp)
+
+
+@torch.no_grad()
+def test_causal_blocks_of_one_keep_the_single_stream_layout():
+    """Blocks of one: position t holds BOS or the value of perm[t-1] plus the target of perm[t]."""
+    m = model(CausalTransformer)
+    batch = grid_batch(4)
+    order = random_order(batch)
+    gid = true_gid(SPEC, batch)
+    source = m.source_embed(batch.kinds, batch.coords)
+    target = m.target_embed(batch.kinds, batch.coords)
+    B, L, D = source.shape
+    x = torch.zeros(B, L, D)
+    for b in range(B):
+        for t in range(L):
+            x[b, t] = target[b, order.perm[b, t]]
+            if t == 0:
+                x[b, t] += m.value_embed.weight[m.bos_id]
+            else:
+                prev = order.perm[b, t - 1]
+                x[b, t] += m.value_embed.weight[gid[b, prev]] + source[b, prev]
+    h = m.stack(x, causal=True)
+    allowed = SPEC.kind_mask()[batch.kinds.gather(1, order.perm)]
+    reference = m.head(h).masked_fill(~allowed, float("-inf")).log_softmax(-1)
+    assert torch.allclose(m(batch, order), reference, atol=1e-5)
+
+
+def test_causal_refuses_blocks_for_variable_length_generation():
+    m = model(CausalTransformer, VAR_SPEC)
+    template = var_batch(3)
+    order = with_blocks(Raster().infer_orders(template, rng=torch.Generator()), 2)
+    with pytest.raises(NotApplicableError, match="variable-length"):
+        m.generate(template, order, rng=torch.Generator())
+    with pytest.raises(NotApplicableError, match="variable-length"):
+        m.sample(template, Parallel(k=2, base="raster"), rng=torch.Generator())
+    scores, _ = m.score(template, order)  # scoring known items in blocks is fine
+    assert torch.equal(scores.scored, ~template.pad)
+    out = m.sample(template, Parallel(k=1, base="raster"), rng=torch.Generator().manual_seed(0))
+    assert out.values.shape == template.values.shape
+
+
+def test_masked_next_block_only_loss_counts_only_the_next_block():
+    m = model(MaskedTransformer)
+    batch = grid_batch(6)
+    order = with_blocks(random_order(batch), 3)  # 3 blocks of 3 per item
+    flagged = OrderBatch(order.perm, order.block, next_block_only=True)
+    torch.manual_seed(5)
+    loss = m.loss(batch, flagged)
+    torch.manual_seed(5)
+    cut = (torch.rand(6) * order.num_blocks).long()  # the cut the loss draws
+    assert len(set(cut.tolist())) > 1
+    slot_block = order.slot_block()
+    gid = true_gid(SPEC, batch)
+    with torch.no_grad():
+        per_item = []
+        for b in range(6):
+            known = batch.given | ((slot_block >= 0) & (slot_block < cut[b]))
+            nll = -m(batch, known)[b].gather(1, gid[b][:, None]).squeeze(1)
+            per_item.append(nll[slot_block[b] == cut[b]].mean())
+    assert torch.allclose(loss.detach(), torch.stack(per_item).mean(), atol=1e-5)
+    torch.manual_seed(5)
+    assert not torch.allclose(m.loss(batch, order).detach(), loss.detach())  # default: every later block

@@ -336,6 +336,74 @@ def test_smiles_unknown_token_is_named():
     assert tok.decode(out_of_range) is None
 
 
+def _same_tokens(a: TokenSet, b: TokenSet) -> bool:
+    return all(torch.equal(x, y) for x, y in zip((a.values, a.kinds, a.coords, a.given), (b.values, b.kinds, b.coords, b.given)))
+
+
+def _through_torch_save(state: dict, path: Path) -> dict:
+    torch.save(state, path)
+    return torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize("make", [lambda: GraphTokenizer(), lambda: GraphTokenizer(dataset="qm9"), lambda: SmilesTokenizer(slack=3)])
+def test_tokenizer_state_round_trip_into_a_fresh_tokenizer(tmp_path, qm9_items, make):
+    fitted = make()
+    fitted.fit(qm9_items, device=torch.device("cpu"), seed=3)  # the protocol's keywords
+    state = _through_torch_save(fitted.state_dict(), tmp_path / "tok.pt")
+    fresh = make()  # never fitted
+    fresh.load_state_dict(state)
+    assert fresh.spec == fitted.spec and repr(fresh) == repr(fitted)
+    assert fresh.state_dict() == fitted.state_dict()
+    for s in qm9_items:
+        a, b = fitted.encode(s), fresh.encode(s)
+        assert _same_tokens(a, b)
+        assert sanitized_smiles(fresh.decode(a)) == sanitized_smiles(fitted.decode(a)) == s
+    assert all(_same_tokens(a, b) for a, b in zip(fitted.encode_batch(qm9_items[:5]), fresh.encode_batch(qm9_items[:5])))
+    assert _same_tokens(fresh.blank(), fitted.blank())
+
+
+def test_graph_state_keeps_a_fitted_zinc_vocabulary(tmp_path):
+    fitted = GraphTokenizer()
+    fitted.fit(["CCS", "CCO"])  # S: not in QM9, so fit picks ZINC250k
+    state = _through_torch_save(fitted.state_dict(), tmp_path / "g.pt")
+    assert state["dataset"] == "zinc250k" and state["max_atoms"] == 38
+    fresh = GraphTokenizer()
+    fresh.load_state_dict(state)
+    assert fresh.spec == fitted.spec and fresh.spec.max_len == 741
+    assert _same_tokens(fresh.encode("CCS"), fitted.encode("CCS"))
+
+
+def test_tokenizer_state_errors_name_the_problem():
+    graph, smiles = GraphTokenizer(), SmilesTokenizer()
+    with pytest.raises(RuntimeError, match="fit"):
+        graph.state_dict()
+    with pytest.raises(RuntimeError, match="fit"):
+        smiles.state_dict()
+    smiles.fit(["CCO", "CCN"])
+    qm9 = GraphTokenizer(dataset="qm9").state_dict()
+    with pytest.raises(ValueError, match="state of tokenizer 'smiles'"):
+        GraphTokenizer().load_state_dict(smiles.state_dict())
+    with pytest.raises(ValueError, match="state of tokenizer 'graph'"):
+        SmilesTokenizer().load_state_dict(qm9)
+    with pytest.raises(ValueError, match="without a 'tokenizer' entry"):
+        SmilesTokenizer().load_state_dict({"vocab": ["C"]})
+    with pytest.raises(ValueError, match="format 99"):
+        SmilesTokenizer().load_state_dict({**smiles.state_dict(), "format": 99})
+    with pytest.raises(ValueError, match="slack=8.*slack=2"):
+        SmilesTokenizer(slack=2).load_state_dict(smiles.state_dict())
+    with pytest.raises(ValueError, match="ending with '<end>'"):
+        SmilesTokenizer().load_state_dict({**smiles.state_dict(), "tokens": ["C", "O"]})
+    with pytest.raises(ValueError, match="built for dataset 'zinc250k'.*'qm9'"):
+        GraphTokenizer(dataset="zinc250k").load_state_dict(qm9)
+    with pytest.raises(ValueError, match="differs from this version"):
+        GraphTokenizer().load_state_dict({**qm9, "atom_labels": qm9["atom_labels"][:-1]})
+    with pytest.raises(ValueError, match="unknown molecule dataset 'pcba'"):
+        GraphTokenizer().load_state_dict({**qm9, "dataset": "pcba"})
+    with pytest.raises(ValueError, match="without a 'tokenizer' entry"):
+        GraphTokenizer().load_state_dict({})  # nothing to say which vocabulary
+    GraphTokenizer(dataset="qm9").load_state_dict({})  # fixed by the constructor: nothing was learned
+
+
 # ---------------------------------------------------------------- orderers
 
 
@@ -484,6 +552,40 @@ def test_evaluate_through_the_modality(qm9_items):
     assert m["validity"] == pytest.approx(0.75) and m["novelty"] == 0.0
     assert m["fcd"] is not None and m["fcd"] > 0
     assert m["fcd_method"] == "fcd_torch.calculate_frechet_distance"
+
+
+def test_novelty_counts_validation_molecules_as_known(qm9_items):
+    train, val, test = qm9_items[:40], qm9_items[40:60], qm9_items[60:80]
+    splits = Splits(train=train, val=val, test=test, info={"dataset": "qm9-test"})
+    samples = [Chem.MolFromSmiles(s, sanitize=False) for s in val[:10] + train[:5]]
+    m = Molecule().evaluate(samples, splits)
+    assert m["novelty"] == 0.0  # validation molecules are training data in the GDSS/MoFlow protocol
+    assert m["novelty_n_reference"] == len(set(train + val))
+    assert "validation" in m["novelty_note"] and "non-test" in m["metric_rules"]
+    fresh = [Chem.MolFromSmiles(s, sanitize=False) for s in test[:4]]
+    assert Molecule().evaluate(fresh, splits)["novelty"] == 1.0
+
+
+def test_novelty_reference_includes_molecules_cut_by_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQIFY_CACHE", str(tmp_path / "cache"))
+    test_ids = set(datasets.qm9_test_ids())
+    ids = [i for i in range(1, 200) if i not in test_ids][:30]
+    chains = ["C" * k for k in range(1, 10)] + ["C" * k + "O" for k in range(1, 9)] + ["C" * k + "N" for k in range(1, 9)]
+    chains += ["OCO", "NCN", "OCCO", "NCCN", "CC(C)C"]
+    rows = [[f"m{k}.xyz", i, smi] for k, (i, smi) in enumerate(zip(ids, chains))] + [["t.xyz", min(test_ids), "C#N"]]
+    path = _write_csv(tmp_path / "qm9_small.csv", ["XYZ_file", "Index", "SMILES"], rows)
+    splits = Molecule().load("qm9", path, seed=0, limit=4, report=RowReport())
+    assert isinstance(splits, datasets.MoleculeSplits)
+    assert len(splits.train) == 4 and splits.test == ["C#N"]
+    assert splits.non_test == frozenset(Chem.CanonSmiles(s) for s in chains)
+    assert splits.info["novelty_reference_size"] == len(chains) and "limit" in splits.info["novelty_reference"]
+    cut = sorted(splits.non_test - set(splits.train) - set(splits.val))
+    assert len(cut) >= 20  # left out by limit=4, yet known
+    m = Molecule().evaluate([Chem.MolFromSmiles(s, sanitize=False) for s in cut[:6]], splits)
+    assert m["novelty"] == 0.0 and m["novelty_n_reference"] == len(chains)
+    assert Molecule().evaluate([Chem.MolFromSmiles("C#N", sanitize=False)] * 2, splits)["novelty"] == 1.0
+    # the 4-tuple loaders are unchanged
+    assert datasets.load_qm9(path, seed=0, limit=4, report=RowReport())[:3] == (splits.train, splits.val, splits.test)
 
 
 def test_registered_through_entry_points(fresh_registry):

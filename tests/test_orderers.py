@@ -3,10 +3,21 @@ import torch
 
 from seqify.protocols import GeneratorCaps
 from seqify.testing import check_orderer, toy_batch
-from seqify.types import KindSpec, TokenizerSpec
-from seqify_orderers.orderers import RAR, Entropy, FixedRandom, Margin, Random, Raster, Reverse, TopProb
+from seqify.types import KindSpec, TokenizerSpec, TokenSet, collate
+from seqify_orderers.orderers import (
+    RAR,
+    Entropy,
+    FixedRandom,
+    Margin,
+    Parallel,
+    ParallelOptions,
+    Random,
+    Raster,
+    Reverse,
+    TopProb,
+)
 
-STATIC = [Raster(), Reverse(), Random(), FixedRandom(seed=3), RAR()]
+STATIC = [Raster(), Reverse(), Random(), FixedRandom(seed=3), RAR(), Parallel(), Parallel(k=3, base="raster")]
 ADAPTIVE = [TopProb(), Margin(), Entropy()]
 SPEC = TokenizerSpec((KindSpec("d", 10),), ("position",), (4,), 4)
 VAR_SPEC = TokenizerSpec((KindSpec("t", 5),), ("position",), (8,), 8, variable_length=True, end_kind=0, end_value=4)
@@ -96,3 +107,72 @@ def test_every_registered_orderer_is_valid_or_says_why():
             check_orderer(orderer, toy_batch(8))
         else:
             assert isinstance(reason, str) and name in reason
+
+
+def eight_slot_batch(n: int = 3):
+    """Items of 8 slots (slot 0 given) plus one of 5 slots (padding)."""
+    def item(length):
+        given = torch.zeros(length, dtype=torch.bool)
+        given[0] = True
+        return TokenSet(torch.arange(length) % 10, torch.zeros(length, dtype=torch.long), torch.arange(length)[:, None], given)
+
+    return collate([item(8) for _ in range(n)] + [item(5)])
+
+
+@pytest.mark.parametrize("base", ["raster", "reverse", "random", "fixed-random", "rar"])
+def test_parallel_with_k1_is_the_base_order(base):
+    batch = eight_slot_batch()
+    par, ref = Parallel(k=1, base=base), type(Parallel(base=base).base_orderer)()
+    for progress in (0.0, 0.9):
+        a = par.train_orders(batch, progress=progress, rng=torch.Generator().manual_seed(4))
+        b = ref.train_orders(batch, progress=progress, rng=torch.Generator().manual_seed(4))
+        assert torch.equal(a.perm, b.perm) and torch.equal(a.block, b.block)
+    a = par.infer_orders(batch, rng=torch.Generator().manual_seed(5))
+    b = ref.infer_orders(batch, rng=torch.Generator().manual_seed(5))
+    assert torch.equal(a.perm, b.perm) and torch.equal(a.block, b.block)
+    assert par.stochastic == ref.stochastic
+    assert par.check(SPEC, GeneratorCaps(blocks=False)) is None  # blocks of one run anywhere
+
+
+def test_parallel_cuts_the_base_order_into_blocks_of_k():
+    batch = eight_slot_batch()
+    par = Parallel(k=3, base="random")
+    train = par.train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(1))
+    infer = par.infer_orders(batch, rng=torch.Generator().manual_seed(1))
+    base = Random().infer_orders(batch, rng=torch.Generator().manual_seed(1))
+    for order in (train, infer):
+        order.validate(batch)
+        assert order.block_sizes().tolist() == [[3, 3, 1]] * 3 + [[3, 1, 0]]  # 7 or 4 predicted slots
+    assert torch.equal(infer.perm, base.perm)  # the same permutation as the base order
+    assert train.next_block_only and not infer.next_block_only
+    raster = Parallel(k=2, base="raster").infer_orders(batch, rng=torch.Generator())
+    assert raster.perm[0].tolist() == list(range(8)) and raster.block[0].tolist() == [-1, 0, 0, 1, 1, 2, 2, 3]
+    assert raster.block[3].tolist() == [-1, 0, 0, 1, 1, -2, -2, -2]
+
+
+def test_parallel_settings_signature_and_stochasticity():
+    assert ParallelOptions().k == 2 and ParallelOptions().base == "random"
+    with pytest.raises(ValueError):
+        ParallelOptions(k=0)
+    with pytest.raises(ValueError):
+        ParallelOptions(kk=2)
+    with pytest.raises(ValueError, match="unknown base order 'bfs'"):
+        Parallel(k=2, base="bfs")
+    assert repr(Parallel(k=4, base="raster")) == "Parallel(k=4, base='raster')"
+    assert Parallel(k=4, base="raster").train_signature != Parallel(k=2, base="raster").train_signature
+    assert Parallel(k=4, base="raster").train_signature != Parallel(k=4, base="random").train_signature
+    assert Parallel(base="random").stochastic and not Parallel(base="raster").stochastic
+    assert Parallel.produces_blocks and not Random.produces_blocks and not TopProb.produces_blocks
+
+
+def test_parallel_says_why_it_does_not_apply():
+    no_blocks = GeneratorCaps(any_order=True, blocks=False, variable_length=True)
+    blocks = GeneratorCaps(any_order=True, blocks=True, variable_length=True)
+    reason = Parallel(k=2).check(SPEC, no_blocks)
+    assert "parallel" in reason and "blocks" in reason
+    assert Parallel(k=2).check(SPEC, blocks) is None
+    assert "variable-length" in Parallel(k=2, base="raster").check(VAR_SPEC, blocks)
+    assert Parallel(k=1, base="raster").check(VAR_SPEC, no_blocks) is None
+    reason = Parallel(k=1, base="random").check(VAR_SPEC, blocks)
+    assert "parallel" in reason and "variable-length" in reason
+    assert "any order" in Parallel(k=2).check(SPEC, GeneratorCaps(any_order=False, blocks=True))

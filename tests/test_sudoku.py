@@ -204,6 +204,78 @@ def test_csv_header_variants(tmp_path, items):
         load_csv(tmp_path / "missing.csv", RowReport())
 
 
+# header spellings of the public puzzle sets (the sources are named in seqify_sudoku.csvio)
+PUBLIC_HEADERS = [
+    ("quizzes,solutions", "{p},{s}"),  # Kaggle "1 million Sudoku games"
+    ("puzzle,solution", "{p},{s}"),  # Kaggle "9 million Sudoku puzzles and solutions"
+    ("id,puzzle,solution,clues,difficulty", "{k},{p},{s},30,2.5"),  # Kaggle "3 million ... with ratings"
+    ("source,question,answer,rating", "forum,{p},{s},17"),  # sapientinc/sudoku-extreme (HRM)
+    (",quizzes,solutions", "{k},{p},{s}"),  # pandas to_csv with its index
+    ("Unnamed: 0,quizzes,solutions", "{k},{p},{s}"),  # that file read and written again by pandas
+    ("Unnamed: 0,puzzle,solution", "{k},{p},{s}"),
+]
+
+
+@pytest.mark.parametrize("dots", [False, True])
+@pytest.mark.parametrize(("header", "row"), PUBLIC_HEADERS)
+def test_csv_public_header_spellings(tmp_path, items, header, row, dots):
+    path = tmp_path / "public.csv"
+    body = [
+        row.format(k=k, p=i.puzzle.replace("0", ".") if dots else i.puzzle, s=i.solution)
+        for k, i in enumerate(items[:4])
+    ]
+    path.write_text(header + "\n" + "\n".join(body) + "\n")
+    report = RowReport()
+    assert load_csv(path, report) == items[:4]
+    assert report.bad == [] and report.read == 4
+
+
+def test_csv_without_header_with_or_without_an_index_column(tmp_path, items):
+    # Rasmus Berg Palm's RRN set: no header, puzzle,solution per line
+    path = tmp_path / "rrn.csv"
+    path.write_text("".join(f"{i.puzzle},{i.solution}\n" for i in items[:4]))
+    report = RowReport()
+    assert load_csv(path, report) == items[:4]
+    assert report.bad == [] and report.read == 4
+    # pandas to_csv(header=False): the index first
+    path = tmp_path / "indexed.csv"
+    path.write_text("".join(f"{k},{i.puzzle},{i.solution}\n" for k, i in enumerate(items[:4])))
+    report = RowReport()
+    assert load_csv(path, report) == items[:4]
+    assert report.bad == []
+
+
+@pytest.mark.parametrize("header", ["a,b", "col1,col2", "grid,filled"])
+def test_csv_unrecognized_header_is_reported_once_as_a_header(tmp_path, items, header):
+    path = tmp_path / "odd.csv"
+    body = [f"{i.puzzle},{i.solution}" for i in items[:5]]
+    body.insert(2, "short,row")  # a bad data row: reported as such, on its own line
+    path.write_text(header + "\n" + "\n".join(body) + "\n")
+    report = RowReport()
+    assert load_csv(path, report) == items[:5]
+    headers = [b for b in report.bad if b.reason.startswith("unrecognized header")]
+    assert len(headers) == 1 and headers[0].row == 1
+    assert repr(header.split(",")) in headers[0].reason  # names the columns it found
+    assert "one of quizzes" in headers[0].reason and "answer" in headers[0].reason
+    others = [(b.row, b.reason.split(":")[0]) for b in report.bad if b is not headers[0]]
+    assert others == [(4, "wrong length")]
+    assert report.read == 6  # data rows only: the header is not counted as a row
+    assert report.summary()["skipped_by_reason"]["unrecognized header"] == 1
+
+
+def test_csv_unrecognized_wide_header_is_a_data_error(tmp_path, items):
+    path = tmp_path / "wide_odd.csv"
+    path.write_text("id,grid,filled,rating\n" + "".join(f"{k},{i.puzzle},{i.solution},1\n" for k, i in enumerate(items[:3])))
+    report = RowReport()
+    with pytest.raises(DataError, match=r"unrecognized header: columns \['id', 'grid', 'filled', 'rating'\]"):
+        load_csv(path, report)
+    assert report.bad == []  # not reported row by row
+    # one known column is not enough either
+    path.write_text("id,puzzle,filled\n" + "".join(f"{k},{i.puzzle},{i.solution}\n" for k, i in enumerate(items[:3])))
+    with pytest.raises(DataError, match="solution column"):
+        load_csv(path, RowReport())
+
+
 def test_csv_chunks_keep_rows_in_order(items):
     report = RowReport()
     assert load_csv(BAD_ROWS, report, chunk_rows=2) == load_csv(BAD_ROWS, RowReport())

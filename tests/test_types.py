@@ -64,3 +64,58 @@ def test_blocks_of_one_with_padding():
     order.validate(batch)
     assert order.block.tolist() == [[0, 1, -2], [0, 1, 2]]
     assert order.num_blocks.tolist() == [2, 3]
+
+
+def _items(n_slots: list[int], given: list[list[int]]):
+    out = []
+    for n, g in zip(n_slots, given):
+        flags = torch.zeros(n, dtype=torch.bool)
+        flags[g] = True
+        out.append(TokenSet(torch.arange(n) % 3, torch.zeros(n, dtype=torch.long), torch.arange(n)[:, None], flags))
+    return collate(out)
+
+
+def test_from_groups_sorts_by_group_then_priority_and_numbers_blocks_consecutively():
+    batch = _items([6, 6], [[2], []])
+    # groups with gaps and a given slot whose group would sort first
+    group = torch.tensor([[7, 3, -5, 7, 3, 10], [1, 1, 1, 0, 0, 1]])
+    order = OrderBatch.from_groups(batch, group)
+    order.validate(batch)
+    # row 0: given slot 2, then group 3 (slots 1, 4), group 7 (0, 3), group 10 (5); ties by slot index
+    assert order.perm.tolist() == [[2, 1, 4, 0, 3, 5], [3, 4, 0, 1, 2, 5]]
+    assert order.block.tolist() == [[-1, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 1]]
+    assert order.block_sizes().tolist() == [[2, 2, 1], [2, 4, 0]]
+    assert not order.next_block_only
+    # priority orders slots inside a group, never across groups
+    prio = torch.tensor([[0.0, 5.0, 0.0, -1.0, 1.0, 0.0], [3.0, 2.0, 1.0, 9.0, 8.0, 0.0]])
+    order = OrderBatch.from_groups(batch, group, prio)
+    order.validate(batch)
+    assert order.perm.tolist() == [[2, 4, 1, 3, 0, 5], [4, 3, 5, 2, 1, 0]]
+    assert order.block.tolist() == [[-1, 0, 0, 1, 1, 2], [0, 0, 1, 1, 1, 1]]
+
+
+def test_from_groups_with_padding_float_groups_and_bad_shapes():
+    batch = _items([3, 5], [[0], [4]])
+    group = torch.tensor([[0.5, 0.5, 2.0, -9.0, 1.0], [2.0, 0.5, 2.0, 0.5, 0.0]])
+    order = OrderBatch.from_groups(batch, group)
+    order.validate(batch)
+    assert order.perm.tolist() == [[0, 1, 2, 3, 4], [4, 1, 3, 0, 2]]
+    assert order.block.tolist() == [[-1, 0, 1, -2, -2], [-1, 0, 0, 1, 1]]
+    # one group per slot = blocks of one, as from_priorities gives
+    prio = torch.rand(batch.values.shape, generator=torch.Generator().manual_seed(0))
+    by_groups = OrderBatch.from_groups(batch, prio)
+    by_prio = OrderBatch.from_priorities(batch, prio)
+    assert torch.equal(by_groups.perm, by_prio.perm) and torch.equal(by_groups.block, by_prio.block)
+    with pytest.raises(ValueError, match="group_BL has shape"):
+        OrderBatch.from_groups(batch, group[:, :4])
+    with pytest.raises(ValueError, match="priority_BL has shape"):
+        OrderBatch.from_groups(batch, group, prio[:1])
+
+
+def test_order_to_keeps_next_block_only():
+    batch = toy_batch(2)
+    order = OrderBatch.from_priorities(batch, torch.rand(2, 4, generator=torch.Generator().manual_seed(0)))
+    flagged = OrderBatch(order.perm, order.block, next_block_only=True)
+    moved = flagged.to("cpu")
+    assert moved.next_block_only and torch.equal(moved.perm, order.perm)
+    assert not order.to("cpu").next_block_only

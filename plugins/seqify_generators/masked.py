@@ -11,7 +11,7 @@ each next slot from its predictions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import ConfigDict
@@ -20,6 +20,8 @@ from torch import nn
 from seqify.errors import NotApplicableError
 from seqify.protocols import GeneratorCaps, Orderer
 from seqify.types import OrderBatch, Scores, TokenBatch, TokenizerSpec
+
+from seqify_generators.sizes import TRANSFORMER_SIZES
 
 from seqify.nn import (
     SlotEmbedding,
@@ -69,6 +71,7 @@ class MaskedTransformer(nn.Module):
     caps: ClassVar[GeneratorCaps] = GeneratorCaps(
         any_order=True, blocks=True, adaptive=True, variable_length=False
     )
+    sizes: ClassVar[dict[str, dict[str, Any]]] = TRANSFORMER_SIZES
 
     def __init__(self, spec: TokenizerSpec, config: MaskedConfig | None = None):
         super().__init__()
@@ -153,7 +156,9 @@ class MaskedTransformer(nn.Module):
 
         For each item a cut ``c`` is drawn uniformly from its predicted blocks
         ``0 .. n_blocks - 1``; blocks ``< c`` and the given slots are visible, every
-        other predicted slot is masked and predicted.
+        other predicted slot is masked. Every masked slot is predicted, or, when
+        ``order.next_block_only`` is set, only the slots of block ``c`` (the block a
+        parallel decoder fills next; later blocks stay masked but are not scored).
 
         Args:
             batch: training items.
@@ -167,6 +172,8 @@ class MaskedTransformer(nn.Module):
         target_BL = batch.target
         known_BL = batch.given | ((slot_block_BL >= 0) & (slot_block_BL < cut_B[:, None]))
         masked_BL = target_BL & (slot_block_BL >= cut_B[:, None])
+        if order.next_block_only:
+            masked_BL = target_BL & (slot_block_BL == cut_B[:, None])
         prep = self._prepare(batch)
         h_BLD = self._hidden(prep, prep.gid_BL, known_BL & ~batch.pad)
         h_ND = h_BLD[masked_BL]

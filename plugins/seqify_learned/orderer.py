@@ -47,6 +47,7 @@ class LearnedOrder:
     learned: ClassVar[bool] = True
     adaptive: ClassVar[bool] = False
     stochastic: ClassVar[bool] = True
+    produces_blocks: ClassVar[bool] = False
     config_model: ClassVar[type[BaseModel]] = LearnedOptions
 
     def __init__(self, **options: Any):
@@ -127,8 +128,6 @@ class LearnedOrder:
             device: where to run.
             seed: seeds q's orders.
         """
-        from seqify.training import autocast
-
         model = _require(model)
         model.eval()
         K = self.options.eval_orders
@@ -141,8 +140,7 @@ class LearnedOrder:
         for start in range(0, n, chunk):
             idx = torch.arange(start, min(n, start + chunk))
             batch = table.batch(idx, device)
-            with autocast(device):
-                est = model.estimate(batch, K, rng=rng)
+            est = model.estimate(batch, K, rng=rng)  # float32: no autocast when scoring
             for k in keys:
                 totals[k] += float(est[k].sum())
             per_item_iw.extend((-est["iw"]).tolist())

@@ -15,6 +15,13 @@ Splits:
   (``data/qm9_test_gdb_ids.json``); validation = 5% of the rest (seeded); train = the rest.
 - ZINC250k: seeded split, test 10%, validation 5%, train 85%.
 
+Novelty reference: :func:`load_splits` returns :class:`MoleculeSplits`, whose
+``non_test`` holds the canonical SMILES of every valid molecule outside the test split
+(train and validation, and also those a ``limit`` left out of them), the training
+set of the published protocol (GDSS with the MoFlow split: every molecule outside the
+test ids is a training molecule). QM9 (qm9pack): 117,749 non-test molecules, 117,674
+distinct canonical SMILES, whatever the ``limit``.
+
 Row numbers are 1-based data rows (the header is not counted) for CSV files and
 1-based line numbers for ``.smi`` files.
 """
@@ -28,13 +35,14 @@ import importlib.util
 import json
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seqify.data import RowReport
 from seqify.errors import DataError
 from seqify.io import atomic_write_bytes, cache_dir
+from seqify.protocols import Splits
 
 from seqify_molecule.chem import MoleculeVocab, canonicalize, get_vocab
 
@@ -45,7 +53,9 @@ __all__ = [
     "ZINC_VAL_FRACTION",
     "qm9_files",
     "qm9_test_ids",
+    "MoleculeSplits",
     "load_qm9",
+    "load_splits",
     "load_zinc250k",
 ]
 
@@ -68,6 +78,18 @@ class Row:
     ident: str
     smiles: str | None
     reason: str | None
+
+
+@dataclass
+class MoleculeSplits(Splits):
+    """Splits plus ``non_test``: the canonical SMILES of every valid non-test molecule.
+
+    ``non_test`` covers train and validation before ``limit`` cut them, so molecules
+    the limit left out still count as known for novelty (see the module docstring).
+    It is kept out of ``info``, which goes into ``results.json``.
+    """
+
+    non_test: frozenset[str] = field(default_factory=frozenset)
 
 
 # ---------------------------------------------------------------- QM9 files
@@ -249,10 +271,21 @@ def _take(items: list[str], limit: int | None) -> list[str]:
     return items if limit is None else items[:limit]
 
 
+#: how the novelty reference is made (in ``info``; the set itself is ``MoleculeSplits.non_test``)
+NOVELTY_REFERENCE = (
+    "every valid molecule outside the test split (train + validation, including molecules "
+    "left out by data.limit), as GDSS with the MoFlow split takes every non-test molecule as training data"
+)
+
+
+def _novelty_info(non_test: frozenset[str]) -> dict[str, Any]:
+    return {"novelty_reference": NOVELTY_REFERENCE, "novelty_reference_size": len(non_test)}
+
+
 def load_qm9(
     path: Path | None, *, seed: int, limit: int | None, report: RowReport, use_cache: bool = True
 ) -> tuple[list[str], list[str], list[str], dict[str, Any]]:
-    """QM9 as (train, val, test, info).
+    """QM9 as (train, val, test, info); :func:`load_splits` also gives the novelty reference.
 
     Args:
         path: None for the qm9pack files, or a CSV (or a folder of CSVs) with an id
@@ -263,6 +296,12 @@ def load_qm9(
         report: bad rows are added here and skipped.
         use_cache: read and write the validated-rows cache.
     """
+    return _load_qm9(path, seed=seed, limit=limit, report=report, use_cache=use_cache)[:4]
+
+
+def _load_qm9(
+    path: Path | None, *, seed: int, limit: int | None, report: RowReport, use_cache: bool = True
+) -> tuple[list[str], list[str], list[str], dict[str, Any], frozenset[str]]:
     vocab = get_vocab("qm9")
     if path is None:
         files = qm9_files()
@@ -285,6 +324,7 @@ def load_qm9(
     random.Random(seed).shuffle(rest)
     n_val = round(QM9_VAL_FRACTION * len(rest))
     val, train = rest[:n_val], rest[n_val:]
+    non_test = frozenset(rest)
     found_rows = sum(in_test)
     info = {
         **_common_info(vocab, rows, good),
@@ -302,14 +342,16 @@ def load_qm9(
         "n_train": len(_take(train, limit)),
         "n_val": len(_take(val, limit)),
         "n_test": len(test),
+        **_novelty_info(non_test),
     }
-    return _take(train, limit), _take(val, limit), test, info
+    return _take(train, limit), _take(val, limit), test, info, non_test
 
 
 def load_zinc250k(
     path: Path | None, *, seed: int, limit: int | None, report: RowReport, use_cache: bool = True
 ) -> tuple[list[str], list[str], list[str], dict[str, Any]]:
-    """ZINC250k as (train, val, test, info), split 85 / 5 / 10 by a seeded shuffle.
+    """ZINC250k as (train, val, test, info), split 85 / 5 / 10 by a seeded shuffle
+    (:func:`load_splits` also gives the novelty reference).
 
     Args:
         path: the standard ZINC250k CSV (a ``smiles`` column; other columns and an
@@ -321,6 +363,12 @@ def load_zinc250k(
         report: bad rows are added here and skipped.
         use_cache: read and write the validated-rows cache.
     """
+    return _load_zinc250k(path, seed=seed, limit=limit, report=report, use_cache=use_cache)[:4]
+
+
+def _load_zinc250k(
+    path: Path | None, *, seed: int, limit: int | None, report: RowReport, use_cache: bool = True
+) -> tuple[list[str], list[str], list[str], dict[str, Any], frozenset[str]]:
     if path is None:
         raise DataError(
             "dataset 'zinc250k' needs a file: give --data PATH with the standard ZINC250k CSV "
@@ -340,6 +388,7 @@ def load_zinc250k(
     n_test = round(ZINC_TEST_FRACTION * len(items))
     n_val = round(ZINC_VAL_FRACTION * len(items))
     test, val, train = items[:n_test], items[n_test : n_test + n_val], items[n_test + n_val :]
+    non_test = frozenset(items[n_test:])
     info = {
         **_common_info(vocab, rows, good),
         "source": str(path),
@@ -352,5 +401,19 @@ def load_zinc250k(
         "n_train": len(_take(train, limit)),
         "n_val": len(_take(val, limit)),
         "n_test": len(test),
+        **_novelty_info(non_test),
     }
-    return _take(train, limit), _take(val, limit), test, info
+    return _take(train, limit), _take(val, limit), test, info, non_test
+
+
+def load_splits(
+    dataset: str, path: Path | None, *, seed: int, limit: int | None, report: RowReport, use_cache: bool = True
+) -> MoleculeSplits:
+    """QM9 or ZINC250k as :class:`MoleculeSplits` (the arguments of :func:`load_qm9`)."""
+    loaders = {"qm9": _load_qm9, "zinc250k": _load_zinc250k}
+    if dataset not in loaders:
+        raise ValueError(f"unknown molecule dataset {dataset!r} (known: {', '.join(loaders)})")
+    train, val, test, info, non_test = loaders[dataset](
+        path, seed=seed, limit=limit, report=report, use_cache=use_cache
+    )
+    return MoleculeSplits(train, val, test, info, non_test=non_test)

@@ -11,10 +11,10 @@ import torch
 from seqify.config import BUDGETS, for_dataset
 from seqify.data import RowReport
 from seqify.errors import ConfigError, UnknownComponentError
-from seqify.protocols import Splits
+from seqify.protocols import BaseModality, Splits
 from seqify.types import TokenSet
 
-from seqify_molecule.datasets import load_qm9, load_zinc250k
+from seqify_molecule.datasets import load_splits
 from seqify_molecule.metrics import molecule_metrics, write_samples_smi
 from seqify_molecule.render import render_molecules
 
@@ -31,19 +31,19 @@ MOLECULE_BUDGETS: dict[str, dict[str, Any]] = {
         "train": {"steps": 15, "batch_size": 16, "warmup_steps": 2, "val_items": 32},
         "eval": {"n_test": 32, "n_samples": 32, "batch_size": 32},
         "data": {"limit": 300},
-        "generator": {"d_model": 32, "n_layers": 1, "n_heads": 2},
+        "size": "micro",
     },
     "quick": {
         "train": {"steps": 1500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "val_items": 256},
         "eval": {"n_test": 1000, "n_samples": 1000, "batch_size": 250},
         "data": {"limit": None},
-        "generator": {"d_model": 128, "n_layers": 4, "n_heads": 4},
+        "size": "small",
         "per_dataset": {
             "zinc250k": {  # 741 slots: a smaller model so that a cell stays within minutes
                 "train": {"steps": 300, "batch_size": 16},
                 "eval": {"n_test": 128, "n_samples": 100, "batch_size": 100},
                 "data": {"limit": 5_000},
-                "generator": {"d_model": 64, "n_layers": 2, "n_heads": 4},
+                "size": "tiny",
             }
         },
     },
@@ -51,7 +51,7 @@ MOLECULE_BUDGETS: dict[str, dict[str, Any]] = {
         "train": {"steps": 50_000, "batch_size": 256, "lr": 3e-4, "warmup_steps": 1000, "eval_every": 5000, "val_items": 2048},
         "eval": {"n_test": 13_082, "n_samples": 10_000, "batch_size": 1000},
         "data": {"limit": None},
-        "generator": {"d_model": 256, "n_layers": 8, "n_heads": 8, "dropout": 0.1},
+        "size": "base",
         "per_dataset": {
             "zinc250k": {
                 "train": {"steps": 30_000, "batch_size": 64},
@@ -62,7 +62,7 @@ MOLECULE_BUDGETS: dict[str, dict[str, Any]] = {
 }
 
 
-class Molecule:
+class Molecule(BaseModality):
     """Molecular graphs: QM9 (qm9pack, MoFlow test ids) and ZINC250k (a file you give).
 
     Items are canonical non-isomeric SMILES; see :mod:`seqify_molecule.datasets` for
@@ -72,7 +72,10 @@ class Molecule:
     name = "molecule"
     datasets: ClassVar[tuple[str, ...]] = ("qm9", "zinc250k")
     task: ClassVar[Literal["complete", "generate"]] = "generate"
-    default_tokenizer = "graph"
+    #: qm9 reads the qm9pack files, or a CSV of yours; zinc250k needs your file
+    file_datasets: ClassVar[tuple[str, ...]] = ("qm9", "zinc250k")
+    default_tokenizer: ClassVar[str | None] = "graph"
+    headline_metrics: ClassVar[tuple[str, ...]] = ("validity", "fcd")
 
     def __repr__(self) -> str:
         return "Molecule()"
@@ -89,11 +92,10 @@ class Molecule:
             limit: at most this many training items (validation is capped to it too).
             report: bad rows (unparseable, atom outside the vocabulary, too large) go here.
         """
-        loaders = {"qm9": load_qm9, "zinc250k": load_zinc250k}
-        if dataset not in loaders:
+        if dataset not in self.datasets:
             raise UnknownComponentError("dataset", dataset, self.datasets, "modality 'molecule'")
-        train, val, test, info = loaders[dataset](path, seed=seed, limit=limit, report=report)
-        return Splits(train, val, test, info)
+        # MoleculeSplits: also every non-test molecule (even those cut by limit), for novelty
+        return load_splits(dataset, path, seed=seed, limit=limit, report=report)
 
     def budget(self, budget: str, *, dataset: str | None = None) -> dict[str, Any]:
         """Overrides for "smoke", "quick" or "full" (see :data:`MOLECULE_BUDGETS`).
@@ -112,32 +114,36 @@ class Molecule:
         self, tokenizer: Any, test_tokens: list[TokenSet], n: int, rng: torch.Generator
     ) -> list[TokenSet]:
         """``n`` all-open token sets in the tokenizer's layout (unconditional generation)."""
-        if hasattr(tokenizer, "blank"):
-            blank = tokenizer.blank()
-        elif test_tokens:
+        blank = tokenizer.blank()
+        if blank is None and test_tokens:
             longest = max(test_tokens, key=len)
             blank = TokenSet(
                 torch.zeros_like(longest.values), longest.kinds.clone(), longest.coords.clone(),
                 torch.zeros_like(longest.given),
             )
-        else:
+        elif blank is None:
             raise ValueError(f"tokenizer {tokenizer!r} has no blank() layout and no test tokens were given")
         return [blank.with_values(blank.values) for _ in range(n)]
 
     def evaluate(
         self, samples: list[Any], splits: Splits, *, templates: list[TokenSet] | None = None
     ) -> dict[str, Any]:
-        """Validity, valid_connected, uniqueness, novelty (vs ``splits.train``) and FCD (vs ``splits.test``).
+        """Validity, valid_connected, uniqueness, novelty and FCD (vs ``splits.test``).
 
-        See :func:`seqify_molecule.metrics.molecule_metrics` for the exact rules.
+        Novelty is measured against every non-test molecule: ``splits.non_test`` when
+        the splits come from :meth:`load` (train and validation before ``limit``), and
+        always ``splits.train`` and ``splits.val`` (see
+        :data:`seqify_molecule.metrics.NOVELTY_NOTE`). See
+        :func:`seqify_molecule.metrics.molecule_metrics` for the exact rules.
         """
         dataset = str(splits.info.get("dataset", "custom"))
-        return molecule_metrics(samples, splits.train, splits.test, dataset=dataset)
+        reference = set(getattr(splits, "non_test", ())) | set(splits.train) | set(splits.val or ())
+        return molecule_metrics(samples, list(reference), splits.test, dataset=dataset)
 
     def render(self, samples: list[Any], path: Path, *, splits: Splits | None = None) -> Path:
         """A grid of up to 16 valid samples with their SMILES, as PNG."""
         return render_molecules(samples, path)
 
-    def save_samples(self, samples: list[Any], out_dir: Path) -> list[Path]:
+    def save_samples(self, samples: list[Any], out_dir: Path, *, splits: Splits | None = None) -> list[Path]:
         """``samples.smi``: one line per sample, canonical SMILES or ``INVALID``."""
         return [write_samples_smi(samples, Path(out_dir) / "samples.smi")]

@@ -9,17 +9,25 @@ are numbered breadth-first over the RDKit canonical ranking (``chem.bfs_atom_ord
 
 ``smiles``: the regex tokens of the kekulized canonical SMILES, variable length,
 closed by an end token; its vocabulary is learned by ``fit``.
+
+What ``fit`` learns (the graph tokenizer's dataset vocabulary, the SMILES tokens and
+``max_len``) is saved by ``state_dict`` as plain str / int / list values (loadable with
+``torch.load(weights_only=True)``) and restored by ``load_state_dict`` on a fresh
+instance, which then encodes, decodes and reports ``spec`` exactly like the fitted one.
+A state names its tokenizer and :data:`STATE_FORMAT`; a state of another tokenizer or
+format is refused with a ValueError.
 """
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rdkit import Chem
 
+from seqify.protocols import BaseTokenizer
 from seqify.types import KindSpec, TokenizerSpec, TokenSet
 
 from seqify_molecule.chem import (
@@ -32,7 +40,10 @@ from seqify_molecule.chem import (
     mol_to_graph,
 )
 
-__all__ = ["GraphTokenizer", "SmilesTokenizer", "smiles_tokens", "infer_dataset"]
+__all__ = ["STATE_FORMAT", "GraphTokenizer", "SmilesTokenizer", "smiles_tokens", "infer_dataset"]
+
+#: version of the tokenizer states written by ``state_dict``; bump when their layout changes
+STATE_FORMAT = 1
 
 #: the usual SMILES regex: bracket atoms, two-letter halogens, %nn ring bonds,
 #: organic-subset atoms (aromatic too), ring digits, bonds, branches, dots
@@ -98,6 +109,25 @@ def infer_dataset(items: list[str]) -> MoleculeVocab:
     raise ValueError(f"item {largest_item!r}: {largest} heavy atoms, more than any dataset allows")
 
 
+def _check_state(state: Any, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The state if it is a dict written by tokenizer ``name`` in this format, else ValueError."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{name} tokenizer: a state must be a dict, got {type(state).__name__}")
+    owner = state.get("tokenizer")
+    if owner != name:
+        what = f"of tokenizer {owner!r}" if owner is not None else f"without a 'tokenizer' entry (keys {sorted(state)})"
+        raise ValueError(f"{name} tokenizer: cannot load a state {what}")
+    if state.get("format") != STATE_FORMAT:
+        raise ValueError(
+            f"{name} tokenizer: state format {state.get('format')!r}, this version reads format {STATE_FORMAT} "
+            "(a checkpoint of another seqify version?)"
+        )
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"{name} tokenizer: the state lacks {missing}")
+    return state
+
+
 class GraphTokenizerOptions(BaseModel):
     """Settings of the graph tokenizer."""
 
@@ -107,7 +137,7 @@ class GraphTokenizerOptions(BaseModel):
     )
 
 
-class GraphTokenizer:
+class GraphTokenizer(BaseTokenizer):
     """Molecule <-> node and upper-triangle edge slots (fixed length, lossless).
 
     Args:
@@ -118,6 +148,8 @@ class GraphTokenizer:
 
     name = "graph"
     config_model: ClassVar[type[BaseModel]] = GraphTokenizerOptions
+    #: the runner passes ``dataset=<the dataset being run>``
+    takes_dataset: ClassVar[bool] = True
 
     def __init__(self, dataset: str | None = None):
         self.dataset = dataset
@@ -153,11 +185,65 @@ class GraphTokenizer:
             max_len=N + N * (N - 1) // 2,
         )
 
-    def fit(self, items: list[str]) -> None:
-        """Choose the vocabulary from the items when no dataset was given (else nothing)."""
+    def fit(self, items: list[str], *, device: torch.device | None = None, seed: int = 0) -> None:
+        """Choose the vocabulary from the items when no dataset was given (else nothing).
+
+        ``device`` and ``seed`` are accepted for the tokenizer protocol and ignored.
+        """
         if self._vocab is None:
             self._vocab = infer_dataset(items)
             self._layout = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The dataset vocabulary in use, with its atom labels and size limit (plain values).
+
+        Raises:
+            RuntimeError: when no dataset was given and ``fit`` has not chosen one.
+        """
+        vocab = self.vocab
+        return {
+            "tokenizer": self.name,
+            "format": STATE_FORMAT,
+            "dataset": vocab.name,
+            "atom_labels": list(vocab.atom_labels),
+            "max_atoms": vocab.max_atoms,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Use the vocabulary a ``state_dict`` names (no fit needed afterwards).
+
+        ``{}`` is accepted when the dataset was given to the constructor (nothing was
+        learned then).
+
+        Raises:
+            ValueError: for a state of another tokenizer or format, an unknown
+                dataset, a vocabulary that differs from this version's (other atom
+                labels or size limit), or a dataset other than the one this
+                tokenizer was built for.
+        """
+        if isinstance(state, dict) and not state and self.dataset is not None:
+            return
+        state = _check_state(state, self.name, ("dataset", "atom_labels", "max_atoms"))
+        try:
+            vocab = get_vocab(state["dataset"])
+        except ValueError as exc:
+            raise ValueError(f"graph tokenizer: cannot load the state: {exc}") from None
+        saved = (list(state["atom_labels"]), state["max_atoms"])
+        if saved != (list(vocab.atom_labels), vocab.max_atoms):
+            raise ValueError(
+                f"graph tokenizer: the state's {vocab.name} vocabulary (atoms {saved[0]}, max_atoms {saved[1]}) "
+                f"differs from this version's (atoms {list(vocab.atom_labels)}, max_atoms {vocab.max_atoms})"
+            )
+        if self.dataset is not None and self.dataset != vocab.name:
+            raise ValueError(
+                f"graph tokenizer: built for dataset {self.dataset!r}, but the state is for {vocab.name!r}"
+            )
+        self._vocab = vocab
+        self._layout = None
+
+    def encode_batch(self, items: list[str]) -> list[TokenSet]:
+        """``encode`` on each item (ValueError on the first that fails)."""
+        return [self.encode(item) for item in items]
 
     def slot_index(self, i: int, j: int) -> int:
         """Position of slot (i, j), i <= j, in the canonical (row-major upper-triangle) order."""
@@ -219,7 +305,7 @@ class SmilesTokenizerOptions(BaseModel):
     slack: int = Field(8, ge=0, description="slots beyond the longest training item + end token")
 
 
-class SmilesTokenizer:
+class SmilesTokenizer(BaseTokenizer):
     """Molecule <-> regex tokens of its kekulized canonical SMILES, then an end token.
 
     The string is ``Chem.MolToSmiles(mol, kekuleSmiles=True, isomericSmiles=False)``
@@ -235,6 +321,7 @@ class SmilesTokenizer:
 
     name = "smiles"
     config_model: ClassVar[type[BaseModel]] = SmilesTokenizerOptions
+    takes_dataset: ClassVar[bool] = False
     END = "<end>"
 
     def __init__(self, slack: int = 8):
@@ -272,8 +359,11 @@ class SmilesTokenizer:
             end_value=ids[self.END],
         )
 
-    def fit(self, items: list[str]) -> None:
-        """Learn the token vocabulary and the maximum length from training items."""
+    def fit(self, items: list[str], *, device: torch.device | None = None, seed: int = 0) -> None:
+        """Learn the token vocabulary and the maximum length from training items.
+
+        ``device`` and ``seed`` are accepted for the tokenizer protocol and ignored.
+        """
         if not items:
             raise ValueError("smiles tokenizer: fit needs at least one training item")
         seen: set[str] = set()
@@ -282,9 +372,61 @@ class SmilesTokenizer:
             toks = smiles_tokens(kekule_smiles(item))
             seen.update(toks)
             longest = max(longest, len(toks))
-        self.tokens = tuple(sorted(seen)) + (self.END,)
-        self._ids = {t: i for i, t in enumerate(self.tokens)}
-        self.max_len = longest + 1 + self.slack
+        self._set_vocab(tuple(sorted(seen)) + (self.END,), longest + 1 + self.slack)
+
+    def _set_vocab(self, tokens: tuple[str, ...], max_len: int) -> None:
+        self.tokens = tokens
+        self._ids = {t: i for i, t in enumerate(tokens)}
+        self.max_len = max_len
+
+    def state_dict(self) -> dict[str, Any]:
+        """The learned tokens (in id order, "<end>" last), ``max_len`` and ``slack``.
+
+        Raises:
+            RuntimeError: before ``fit``.
+        """
+        self._fitted()
+        assert self.tokens is not None and self.max_len is not None
+        return {
+            "tokenizer": self.name,
+            "format": STATE_FORMAT,
+            "tokens": list(self.tokens),
+            "max_len": self.max_len,
+            "slack": self.slack,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the vocabulary and ``max_len`` of a ``state_dict`` (no fit needed afterwards).
+
+        Raises:
+            ValueError: for a state of another tokenizer or format, a malformed
+                vocabulary (not distinct strings ending with "<end>"), a bad
+                ``max_len``, or a state fitted with another ``slack``.
+        """
+        state = _check_state(state, self.name, ("tokens", "max_len", "slack"))
+        tokens, max_len, slack = state["tokens"], state["max_len"], state["slack"]
+        if (
+            not isinstance(tokens, (list, tuple))
+            or not all(isinstance(t, str) for t in tokens)
+            or len(set(tokens)) != len(tokens)
+            or not tokens
+            or tokens[-1] != self.END
+        ):
+            raise ValueError(
+                f"smiles tokenizer: the state's tokens must be distinct strings ending with {self.END!r}, "
+                f"got {str(tokens)[:120]}"
+            )
+        if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
+            raise ValueError(f"smiles tokenizer: the state's max_len must be a positive int, got {max_len!r}")
+        if slack != self.slack:
+            raise ValueError(
+                f"smiles tokenizer: the state was fitted with slack={slack!r}, this tokenizer has slack={self.slack}"
+            )
+        self._set_vocab(tuple(tokens), max_len)
+
+    def encode_batch(self, items: list[str]) -> list[TokenSet]:
+        """``encode`` on each item (ValueError on the first that fails)."""
+        return [self.encode(item) for item in items]
 
     def blank(self) -> TokenSet:
         """``max_len`` open slots: a template for generation."""

@@ -12,6 +12,7 @@ def register_orderers(register):
     register("random", f"{_M}:Random", "A fresh random permutation per example (any-order training).")
     register("fixed-random", f"{_M}:FixedRandom", "One seeded random permutation, used for every example.")
     register("rar", f"{_M}:RAR", "Random with probability r annealed to raster during training (RAR); raster at inference.")
+    register("parallel", f"{_M}:Parallel", "k slots per step along a base order (RandAR / MaskGIT parallel decoding).")
     register("top-prob", f"{_M}:TopProb", "Adaptive: fill the slot whose most likely value is most probable.")
     register("margin", f"{_M}:Margin", "Adaptive: fill the slot with the largest top-1 minus top-2 probability margin.")
     register("entropy", f"{_M}:Entropy", "Adaptive: fill the slot whose predictive distribution has the lowest entropy.")

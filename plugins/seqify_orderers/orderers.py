@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqify.ordering import AdaptiveOrderer, StaticOrderer, canonical_index, random_priority
-from seqify.types import OrderBatch, TokenBatch
+from seqify.protocols import GeneratorCaps
+from seqify.types import OrderBatch, TokenBatch, TokenizerSpec
 
 
 class Raster(StaticOrderer):
@@ -150,3 +149,84 @@ class Entropy(AdaptiveOrderer):
         p = logp_BLV.exp()
         ent = -(p * logp_BLV.masked_fill(~torch.isfinite(logp_BLV), 0.0)).sum(-1)
         return -ent
+
+
+def _chunk(batch: TokenBatch, order: OrderBatch, k: int, next_block_only: bool) -> OrderBatch:
+    """The same permutation, its predicted slots grouped into consecutive blocks of ``k``."""
+    steps_BL = torch.arange(batch.length, device=order.perm.device).expand_as(order.perm)
+    n_given_B1 = batch.given.sum(1, keepdim=True).to(order.perm.device)
+    block_BL = torch.where(order.block >= 0, torch.div(steps_BL - n_given_B1, k, rounding_mode="floor"), order.block)
+    return OrderBatch(order.perm, block_BL, next_block_only=next_block_only)
+
+
+#: the base orders ``parallel`` can follow (built from this module, not the registry)
+PARALLEL_BASES: dict[str, type[StaticOrderer]] = {
+    cls.name: cls for cls in (Raster, Reverse, Random, FixedRandom, RAR)
+}
+
+
+class ParallelOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(2, ge=1, description="slots predicted per step (the last block of an item may be smaller)")
+    base: str = Field(
+        "random", description=f"the order the blocks follow: one of {', '.join(sorted(PARALLEL_BASES))}"
+    )
+
+    @field_validator("base")
+    @classmethod
+    def _known_base(cls, value: str) -> str:
+        if value not in PARALLEL_BASES:
+            raise ValueError(f"unknown base order {value!r}; choose one of {', '.join(sorted(PARALLEL_BASES))}")
+        return value
+
+
+class Parallel(StaticOrderer):
+    """Parallel decoding (RandAR / MaskGIT style): ``k`` slots per step along a base order.
+
+    The base order's predicted slots are cut into consecutive blocks of ``k`` (the last
+    one may be smaller); the given slots stay first. Training orders ask for
+    next-block-only training (the masked generator then predicts the block after a
+    random cut, as it will decode). ``k = 1`` gives the base order itself.
+
+    Args:
+        k: slots per block (default 2).
+        base: name of the static base order: raster, reverse, random, fixed-random or
+            rar (default "random"), built with its default settings.
+    """
+
+    name = "parallel"
+    produces_blocks = True
+    stochastic = True  # the default base, 'random'; each instance follows its base
+    config_model = ParallelOptions
+
+    def __init__(self, k: int = 2, base: str = "random"):
+        opts = ParallelOptions(k=k, base=base)
+        self.k, self.base = opts.k, opts.base
+        self.base_orderer = PARALLEL_BASES[self.base]()
+        self.stochastic = self.base_orderer.stochastic
+
+    def __repr__(self) -> str:
+        return f"Parallel(k={self.k}, base={self.base!r})"
+
+    def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
+        if self.k > 1:
+            if spec.variable_length:
+                return (
+                    f"orderer {self.name!r} with k={self.k} predicts several slots per step, but this "
+                    "tokenizer is variable-length: its END token decides the length one slot at a "
+                    "time (use k=1 with base 'raster')"
+                )
+            reason = super().check(spec, caps)
+            if reason is not None:
+                return reason
+        reason = self.base_orderer.check(spec, caps)
+        if reason is not None:
+            return f"orderer {self.name!r} follows the base order {self.base!r}: {reason}"
+        return None
+
+    def train_orders(self, batch: TokenBatch, *, progress: float, rng: torch.Generator) -> OrderBatch:
+        order = self.base_orderer.train_orders(batch, progress=progress, rng=rng)
+        return _chunk(batch, order, self.k, next_block_only=True)
+
+    def infer_orders(self, batch: TokenBatch, *, rng: torch.Generator) -> OrderBatch:
+        return _chunk(batch, self.base_orderer.infer_orders(batch, rng=rng), self.k, next_block_only=False)

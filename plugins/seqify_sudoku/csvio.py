@@ -1,16 +1,33 @@
 """Read Sudoku CSV files: one puzzle and its solution per row; bad rows reported, skipped.
 
-The common public format: a header ``quizzes,solutions`` and rows of two fields of 81
-characters each, ``0`` or ``.`` for a blank. Also accepted: the header
-``puzzle,solution`` (or ``puzzles``/``quiz``, ``solution``), a header with other
-columns besides those two (the two are picked by name), and files without a header
-whose first row is two 81-character fields. Every malformed row is passed to
-``report.add(path, line, reason)`` and skipped; the rest load.
+Rows hold a puzzle and its solution as 81-character fields, ``0`` or ``.`` for a
+blank. The first row decides how the file is read:
 
-Checks per row, in this order (the reason names the first one that fails): number of
-fields, field lengths, legal characters, clues that contradict each other, a solution
-that is not a valid grid, a solution that disagrees with a clue. Uniqueness of the
-solution is not checked (use :func:`seqify_sudoku.puzzles.solve` for that).
+- a header that names a puzzle column (:data:`PUZZLE_HEADERS`) and a solution column
+  (:data:`SOLUTION_HEADERS`), case-insensitive: those two columns are read and every
+  other column is ignored (an id, a rating, the unnamed index column pandas writes,
+  ``Unnamed: 0``, ...). The spellings of the public puzzle sets are known:
+  ``quizzes,solutions`` (Kaggle "1 million Sudoku games"), ``id,puzzle,solution,clues,
+  difficulty`` (Kaggle "3 million Sudoku puzzles with ratings"), ``puzzle,solution``
+  (Kaggle "9 million Sudoku puzzles and solutions"), ``source,question,answer,rating``
+  (sapientinc/sudoku-extreme, the HRM set), and these with a leading index column
+  (``,quizzes,solutions`` or ``Unnamed: 0,quizzes,solutions``);
+- a row of data (some field is a long run of digits and dots): there is no header
+  (e.g. Rasmus Berg Palm's RRN "sudoku-hard" set); rows are ``puzzle,solution``, or
+  ``index,puzzle,solution`` when the first row has a short integer before the two
+  grids (``to_csv(header=False)`` with pandas' index);
+- anything else is a header that names no known columns. It is reported once, as
+  ``report.add(path, 1, "unrecognized header: ...")`` (never as a bad data row).
+  With two columns the rows are still read as ``puzzle,solution``, in that order;
+  with more (or fewer) columns nothing says which column holds what, so
+  :class:`~seqify.errors.DataError` is raised with the same message.
+
+Every malformed data row is passed to ``report.add(path, line, reason)`` and skipped;
+the rest load. Checks per row, in this order (the reason names the first one that
+fails): number of fields, field lengths, legal characters, clues that contradict each
+other, a solution that is not a valid grid, a solution that disagrees with a clue.
+Uniqueness of the solution is not checked (use :func:`seqify_sudoku.puzzles.solve`
+for that).
 """
 
 from __future__ import annotations
@@ -28,24 +45,58 @@ from seqify_sudoku.puzzles import UNITS_27x9, SudokuItem, item_problem, to_array
 
 __all__ = ["PUZZLE_HEADERS", "SOLUTION_HEADERS", "load_csv", "write_csv"]
 
-#: accepted (case-insensitive) names of the puzzle column
-PUZZLE_HEADERS = ("quizzes", "quiz", "puzzles", "puzzle")
-#: accepted (case-insensitive) names of the solution column
-SOLUTION_HEADERS = ("solutions", "solution")
+#: accepted (case-insensitive) names of the puzzle column, and where each is used:
+#: "quizzes": Kaggle "1 million Sudoku games" (bryanpark/sudoku, ``quizzes,solutions``);
+#: "puzzle": Kaggle "9 million Sudoku puzzles and solutions" (``puzzle,solution``) and
+#: "3 million Sudoku puzzles with ratings" (``id,puzzle,solution,clues,difficulty``);
+#: "question": sapientinc/sudoku-extreme, the HRM set (``source,question,answer,rating``);
+#: "quiz" and "puzzles": singular / plural variants accepted by earlier versions
+PUZZLE_HEADERS = ("quizzes", "quiz", "puzzles", "puzzle", "question")
+#: accepted (case-insensitive) names of the solution column: "solutions" (1 million
+#: games), "solution" (3 and 9 million sets), "answer" (sudoku-extreme)
+SOLUTION_HEADERS = ("solutions", "solution", "answer")
+
+#: a field that looks like (part of) a grid: digits and dots, at least this long
+_GRID_LIKE = re.compile(r"[0-9.]{40,}")
 
 
 def _header_columns(row: list[str]) -> tuple[int, int] | None:
+    """(puzzle column, solution column) named by a header row, or None."""
     names = [field.strip().lower() for field in row]
     puzzle = next((names.index(h) for h in PUZZLE_HEADERS if h in names), None)
     solution = next((names.index(h) for h in SOLUTION_HEADERS if h in names), None)
-    if puzzle is None or solution is None:
+    if puzzle is None or solution is None or puzzle == solution:
         return None
     return puzzle, solution
 
 
-def _looks_like_header(row: list[str]) -> bool:
-    """A first row with no digits at all is a header we do not understand."""
-    return bool(row) and not any(ch.isdigit() for field in row for ch in field)
+def _is_data_row(row: list[str]) -> bool:
+    """A first row with a grid-like field is data (the file has no header)."""
+    return any(_GRID_LIKE.fullmatch(field.strip()) for field in row)
+
+
+def _headerless_layout(row: list[str]) -> tuple[tuple[int, int], int]:
+    """Columns and field count of a file without a header, from its first row."""
+    fields = [f.strip() for f in row]
+    if (
+        len(fields) == 3
+        and fields[0].isdigit()
+        and len(fields[0]) < 40
+        and all(_GRID_LIKE.fullmatch(f) for f in fields[1:])
+    ):
+        return (1, 2), 3  # a leading index column
+    return (0, 1), 2
+
+
+def _unrecognized_header(row: list[str]) -> str:
+    names = [field.strip() for field in row]
+    lower = [n.lower() for n in names]
+    missing = [
+        f"{what} column (one of {', '.join(known)})"
+        for what, known in (("puzzle", PUZZLE_HEADERS), ("solution", SOLUTION_HEADERS))
+        if not any(h in lower for h in known)
+    ]
+    return f"unrecognized header: columns {names} name no {' and no '.join(missing) or 'distinct puzzle and solution columns'}"
 
 
 def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -> list[SudokuItem]:
@@ -61,9 +112,11 @@ def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -
             line numbers are 1-based lines of the file (the header is line 1).
         chunk_rows: rows checked together (default 20,000; bounds the memory used).
 
-    Raises DataError only when the file does not exist or cannot be read as CSV
-    text; an unrecognized header (a first row without digits) is reported as a bad
-    row and the rows below are read as ``puzzle,solution``.
+    Raises:
+        DataError: when the file does not exist or cannot be read as CSV text, or
+            when its header names no known columns and has other than two columns
+            (an unrecognized two-column header is reported once, as line 1, and the
+            rows are read as ``puzzle,solution``; see the module docstring).
     """
     path = Path(path)
     if not path.is_file():
@@ -85,14 +138,16 @@ def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -
                     if found is not None:
                         columns, n_fields = found, len(row)
                         continue
-                    if _looks_like_header(row):
-                        report.add(
-                            source,
-                            line,
-                            f"unrecognized header: {','.join(row)!r} names no puzzle and "
-                            "solution columns (expected 'quizzes,solutions' or "
-                            "'puzzle,solution'); reading the rows as puzzle,solution",
-                        )
+                    if _is_data_row(row) or not any(field.strip() for field in row):
+                        columns, n_fields = _headerless_layout(row)
+                    else:
+                        problem = _unrecognized_header(row)
+                        if len(row) != 2:
+                            raise DataError(
+                                f"{source}: {problem}; with {len(row)} columns there is no telling "
+                                "which holds the puzzle and which the solution (rename them)"
+                            )
+                        report.add(source, line, f"{problem}; reading its 2 columns as puzzle,solution")
                         continue
                 report.seen()
                 if not row or all(not field.strip() for field in row):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from seqify.config import BUDGETS, validate_model
 from seqify.data import RowReport
 from seqify.errors import ConfigError, DataError, UnknownComponentError
-from seqify.protocols import Splits
+from seqify.protocols import BaseModality, BaseTokenizer, Splits
 from seqify.types import KindSpec, TokenizerSpec, TokenSet
 
 from seqify_sudoku.csvio import load_csv, write_csv
@@ -40,13 +40,13 @@ SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
         "train": {"steps": 20, "batch_size": 32, "warmup_steps": 2, "val_items": 32},
         "eval": {"n_test": 32, "n_samples": 32, "temperature": 0.0},
         "data": {"limit": 256},
-        "generator": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+        "size": "micro",
     },
     "quick": {
         "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "val_items": 256},
         "eval": {"n_test": 256, "n_samples": 256, "temperature": 0.0},
         "data": {"limit": 20_000},
-        "generator": {"d_model": 128, "n_layers": 4, "n_heads": 4},
+        "size": "small",
     },
     "full": {
         "train": {
@@ -59,7 +59,7 @@ SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
         },
         "eval": {"n_test": 1_000, "n_samples": 1_000, "batch_size": 500, "temperature": 0.0},
         "data": {"limit": 200_000},
-        "generator": {"d_model": 256, "n_layers": 8, "n_heads": 8},
+        "size": "base",
     },
 }
 
@@ -80,7 +80,7 @@ class CellTokenizerOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CellTokenizer:
+class CellTokenizer(BaseTokenizer):
     """One slot per cell, row-major; a slot's value is its digit minus one.
 
     Coordinates are (row, column, box), each in 0..8; the clue cells are given.
@@ -108,10 +108,6 @@ class CellTokenizer:
     def spec(self) -> TokenizerSpec:
         """9 digit values, coordinates (row, col, box), 81 slots."""
         return self._spec
-
-    def fit(self, items: list[Any]) -> None:
-        """Nothing to learn."""
-        return None
 
     def encode(self, item: SudokuItem) -> TokenSet:
         """A :class:`SudokuItem` (or any object with ``puzzle`` and ``solution``) to 81 slots.
@@ -171,7 +167,7 @@ def _seed(seed: int, split: int) -> int:
     return int(np.random.SeedSequence([int(seed), 1_000_003, split]).generate_state(1)[0])
 
 
-class Sudoku:
+class Sudoku(BaseModality):
     """Sudoku completion: generated puzzles with unique solutions, or a CSV file.
 
     Args:
@@ -197,7 +193,9 @@ class Sudoku:
 
     name = "sudoku"
     datasets: ClassVar[tuple[str, ...]] = ("generated", "csv")
+    file_datasets: ClassVar[tuple[str, ...]] = ("csv",)
     task: ClassVar[Literal["complete", "generate"]] = "complete"
+    headline_metrics: ClassVar[tuple[str, ...]] = ("puzzle_accuracy",)
     config_model: ClassVar[type[BaseModel]] = SudokuOptions
 
     def __init__(
