@@ -170,7 +170,7 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     generator_name = req.generator or default_generator(registry, req.orderer)
     generator_cls = registry.get("generator", generator_name)
 
-    budget = for_dataset(modality.budget(req.budget), dataset)
+    budget = for_dataset(modality.budget(req.budget), dataset, tokenizer_name)
     file_data = load_config_file(req.config_file) if req.config_file else None
     cli = dict(req.overrides)
     if req.steps is not None:
@@ -274,6 +274,31 @@ class Prepared:
     test: Any
     report: RowReport
     tokenizer_fingerprint: str
+    test_kept: list[int]  # index into the loaded test items of each row of ``test``
+
+
+def fit_tokenizer(tokenizer, items: list[Any], *, seed: int, device, rep: Reporter) -> None:
+    """Fit ``tokenizer`` on ``items`` from the ``tokenizer`` stream of ``seed``, or restore
+    the state an earlier run fitted identically (same settings, same items, same seed):
+    a fitted tokenizer is shared by every cell of a matrix, fitted once."""
+    from seqify import seeding
+    from seqify.dataset import items_fingerprint
+    from seqify.io import cache_dir
+
+    key = hashlib.sha1(f"{tokenizer!r}|{items_fingerprint(items)}|{seed}".encode()).hexdigest()[:20]
+    path = cache_dir() / "tokenizers" / f"{type(tokenizer).__name__}-{key}.pt"
+    if path.is_file():
+        try:
+            tokenizer.load_state_dict(load_checkpoint(path)["state"])
+            rep.log(f"tokenizer {tokenizer!r}: restored the state fitted earlier ({path})")
+            return
+        except Exception:  # a damaged or outdated cache entry is fitted again, never trusted
+            pass
+    with seeding.forked(seed, "tokenizer", device):
+        tokenizer.fit(items, device=device, seed=seeding.stream_seed(seed, "tokenizer"))
+    state = tokenizer.state_dict()
+    if state:
+        save_checkpoint(path, {"state": state})
 
 
 def prepare_data(
@@ -282,7 +307,6 @@ def prepare_data(
 ) -> Prepared:
     """Load the dataset, fit the tokenizer (or restore its saved state), tokenize every
     split (cached under the tokenizer's fingerprint)."""
-    from seqify import seeding
     from seqify.dataset import tokenize_split
 
     rep.stage("loading data")
@@ -297,8 +321,7 @@ def prepare_data(
     if tokenizer_state is not None:
         tokenizer.load_state_dict(tokenizer_state)
     else:
-        with seeding.forked(req.seed, "tokenizer", device):
-            tokenizer.fit(splits.train, device=device, seed=seeding.stream_seed(req.seed, "tokenizer"))
+        fit_tokenizer(tokenizer, splits.train, seed=req.seed, device=device, rep=rep)
     timings["fit_tokenizer_s"] = time.perf_counter() - t
     spec = tokenizer.spec
     reason = _check(cell, spec)
@@ -314,7 +337,7 @@ def prepare_data(
         # reference set (e.g. FCD's) stays whole, and the skipped items are in the row report
         splits.test = [splits.test[i] for i in test_kept]
     timings["tokenize_s"] = time.perf_counter() - t
-    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint)
+    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint, test_kept)
 
 
 def build_model(cell: Cell, spec, seed: int):
@@ -396,14 +419,25 @@ def evaluate_model(
     from seqify import seeding
 
     found: dict[str, Any] = {}
+    files: dict[str, str] = {}
     if n_test:
         rep.stage("scoring the test split", n_test)
         t = time.perf_counter()
         found["modelability"] = score_test(cell, model, data, n=n_test, seed=seed, device=device, rep=rep)
         timings["modelability_s"] = time.perf_counter() - t
-    metrics, files = generate_and_measure(
+        mean_step = found["modelability"].pop("mean_step_by_slot", None)
+        if mean_step is not None:
+            files.update(draw_order(cell, data, mean_step, out))
+    if not data.spec.lossless and n_test:
+        rep.stage("reconstruction of the test split", n_test)
+        t = time.perf_counter()
+        found["reconstruction"] = measure_reconstruction(cell, data, n=n_test, out=out)
+        files.update(found["reconstruction"].pop("files", {}))
+        timings["reconstruction_s"] = time.perf_counter() - t
+    metrics, sample_files = generate_and_measure(
         cell, data, model, n=cell.config.eval.n_samples, seed=sample_seed, out=out, device=device, rep=rep,
         timings=timings)
+    files.update(sample_files)
     found["metrics"] = metrics
     found["headline"] = {k: metrics[k] for k in cell.modality.headline_metrics if k in metrics}
     if cell.orderer.learned and n_test:
@@ -414,6 +448,36 @@ def evaluate_model(
         found["order_diagnostics"] = diagnostics
     found["files"] = files
     return found
+
+
+def measure_reconstruction(cell: Cell, data: Prepared, *, n: int, out: Path) -> dict[str, Any]:
+    """A lossy tokenizer's reconstruction error on the first ``n`` test items:
+    decode(encode(x)) against x, measured by the modality."""
+    originals = [data.splits.test[i] for i in data.test_kept[:n]]
+    decoded = []
+    for i in range(min(n, len(data.test))):
+        try:
+            decoded.append(data.tokenizer.decode(data.test.tokenset(i)))
+        except (ValueError, KeyError):
+            decoded.append(None)
+    result = dict(cell.modality.reconstruction(originals, decoded, out=out))
+    result.setdefault("n", len(originals))
+    result["metric"] = cell.modality.reconstruction_metric
+    return result
+
+
+def draw_order(cell: Cell, data: Prepared, mean_step: list[float | None], out: Path) -> dict[str, str]:
+    """``order_map.png`` (and its numbers in ``order_map.json``): the step at which each
+    slot was generated while scoring, averaged over test items, on the datum's layout."""
+    from seqify.ordermap import draw_order_map
+
+    longest = int(data.test.lengths.argmax())
+    coords_LC = data.test.coords[longest, : int(data.test.lengths[longest])].long().numpy()
+    title = f"{cell.names['orderer']} on {cell.names['modality']}/{cell.names['tokenizer']}"
+    draw_order_map(mean_step, coords_LC, data.spec.coord_names, out / "order_map.png", title=title)
+    atomic_write_json(out / "order_map.json", {"coord_names": list(data.spec.coord_names),
+                                               "coords": coords_LC.tolist(), "mean_step": mean_step})
+    return {"order_map": "order_map.png"}
 
 
 def _request_dict(req: BenchRequest) -> dict[str, Any]:

@@ -207,6 +207,43 @@ def matrix(
 
 
 @app.command()
+def modelability(
+    modality: str = typer.Option(..., "--modality", "-m", help=f"Modality: {_names('modality')}."),
+    tokenizers: str = typer.Option(..., "--tokenizers", help="Comma-separated tokenizers of the modality to compare."),
+    out: Path = typer.Option(..., "--out", help="Output folder (modelability.md/.csv/.png, cells/, index.sqlite)."),
+    orderer: str = typer.Option("raster", "--orderer", "-o", help="One orderer for every tokenization."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help="One generator (default: the orderer's default)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset of the modality (default: its first)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A data file or folder, for datasets that read one."),
+    budget: str = typer.Option("quick", "--budget", help="smoke | quick | full."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device"),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
+) -> None:
+    """Train each tokenization under one budget; tabulate and plot bits per item against reconstruction error."""
+    from seqify.modelability import ModelabilityRequest, run_modelability
+
+    req = ModelabilityRequest(modality=modality, tokenizers=[x.strip() for x in tokenizers.split(",") if x.strip()],
+                              out=out, orderer=orderer, generator=generator, dataset=dataset, data=data, budget=budget,
+                              steps=steps, seed=seed, device=device, config_file=config)
+    try:
+        with RichReporter() as rep:
+            result = run_modelability(req, rep)
+    except SeqifyError as exc:
+        _fail(exc)
+    t = Table(title=f"seqify modelability: {modality} under {orderer!r}")
+    for col in ("tokenizer", "status", "bits/item", "nats/token", "tokens/item", "top-1", "reconstruction", "headline / reason"):
+        t.add_column(col, overflow="fold")
+    for r in result.rows:
+        recon = f"{r['reconstruction_metric']}={_fmt(r['reconstruction_error'])}" if r["reconstruction_metric"] else ""
+        t.add_row(r["tokenizer"], r["status"], _fmt(r["bits_per_item"]), _fmt(r["nats_per_token"]),
+                  _fmt(r["tokens_per_item"]), _fmt(r["top1_accuracy"]), recon, r["headline"] or r["reason"])
+    console.print(t)
+    console.print(f"table: {out / 'modelability.md'}   plot: {out / 'modelability.png'}")
+
+
+@app.command()
 def sample(
     run: Path = typer.Option(..., "--run", help="The --out folder of a finished `seqify bench` run."),
     out: Path = typer.Option(..., "--out", help="Where to write the samples, pictures and sample_results.json."),

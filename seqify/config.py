@@ -73,11 +73,14 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def for_dataset(preset: dict[str, Any], dataset: str) -> dict[str, Any]:
-    """A budget preset with its ``per_dataset[dataset]`` entry merged in and the
-    ``per_dataset`` table dropped (the shape ``Modality.budget`` may return)."""
-    base = {k: v for k, v in preset.items() if k != "per_dataset"}
-    return deep_merge(base, preset.get("per_dataset", {}).get(dataset, {}))
+def for_dataset(preset: dict[str, Any], dataset: str, tokenizer: str | None = None) -> dict[str, Any]:
+    """A budget preset with its ``per_dataset[dataset]`` entry, then its
+    ``per_tokenizer[tokenizer]`` entry, merged in and both tables dropped (the shape
+    ``Modality.budget`` may return; a tokenizer entry holds, e.g., the steps a learned
+    tokenizer fits for under this budget)."""
+    base = {k: v for k, v in preset.items() if k not in ("per_dataset", "per_tokenizer")}
+    base = deep_merge(base, preset.get("per_dataset", {}).get(dataset, {}))
+    return deep_merge(base, preset.get("per_tokenizer", {}).get(tokenizer, {}) if tokenizer else {})
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:

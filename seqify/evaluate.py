@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from seqify.dataset import TokenTable
+from seqify.ordermap import OrderMap
 from seqify.protocols import Orderer
 from seqify.training import autocast
 from seqify.types import TokenBatch, TokenSet, collate
@@ -44,6 +45,7 @@ def modelability(
     repeats = orders_per_item if getattr(orderer, "stochastic", False) else 1
     nll_total, tokens, correct, items = 0.0, 0, 0, 0
     per_item: list[float] = []
+    order_map = OrderMap(table.max_len)
     for start in range(0, n, batch_size):
         idx = torch.arange(start, min(n, start + batch_size))
         batch = table.batch(idx, device)
@@ -52,10 +54,11 @@ def modelability(
             # scored in float32, never under autocast: the differences between orders
             # that seqify reports are a few hundredths of a nat per token
             if orderer.adaptive:
-                scores, _ = model.score(batch, orderer=orderer)
+                scores, order = model.score(batch, orderer=orderer)
             else:
                 order = orderer.infer_orders(batch, rng=rng).to(device)
-                scores, _ = model.score(batch, order)
+                scores, order = model.score(batch, order)
+            order_map.add(order.slot_block())
             logp = scores.logp.double().masked_fill(~scores.scored, 0.0)
             item_nll += -logp.sum(1) / repeats
             if rep == 0:
@@ -94,6 +97,7 @@ def modelability(
         "n_items": items,
         "kind": kind,
         "note": note,
+        "mean_step_by_slot": order_map.mean_step(),
     }
 
 

@@ -54,6 +54,8 @@ class MatrixRequest:
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     train_orderer: str | None = None
+    dataset: str | None = None  # for every modality of the request (default: each one's first)
+    data: Path | None = None  # a file or folder for ``dataset``
 
 
 @dataclass
@@ -102,6 +104,7 @@ def plan_cells(req: MatrixRequest, registry: Registry) -> list[BenchRequest]:
                             modality=modality, orderer=orderer, tokenizer=tokenizer, generator=generator,
                             budget=req.budget, steps=req.steps, seed=req.seed, device=req.device,
                             config_file=req.config_file, overrides=req.overrides, train_orderer=req.train_orderer,
+                            dataset=req.dataset, data=req.data,
                             out=req.out / "cells" / name, model_cache=req.out / "models",
                         )
                     )
@@ -172,6 +175,13 @@ def _row(names: dict[str, str], status: str, reason: str | None, results: dict |
             top1_accuracy=m["top1_accuracy"], modelability_kind=m["kind"],
             shared_model=bool(results.get("training", {}).get("reused_model")),
         )
+        row["tokens_per_item"] = m.get("tokens_per_item")
+        recon = results.get("reconstruction")
+        if recon is None:  # a lossless tokenizer
+            row["reconstruction_metric"], row["reconstruction_error"] = "lossless", 0.0
+        elif recon.get("metric") in recon:
+            row["reconstruction"] = f"{recon['metric']}={_fmt(recon[recon['metric']])}"
+            row["reconstruction_metric"], row["reconstruction_error"] = recon["metric"], recon[recon["metric"]]
         headline = results.get("headline") or {}  # named by the modality (Modality.headline_metrics)
         if headline:
             row["headline"] = ", ".join(f"{name}={_fmt(v)}" for name, v in headline.items())
@@ -183,7 +193,7 @@ def _fmt(v: Any) -> str:
 
 
 COLUMNS = ["modality", "dataset", "tokenizer", "orderer", "train_orderer", "generator", "status", "nats_per_token",
-           "bits_per_item", "top1_accuracy", "modelability_kind", "headline", "shared_model", "reason"]
+           "bits_per_item", "top1_accuracy", "modelability_kind", "headline", "reconstruction", "shared_model", "reason"]
 
 
 def write_reports(rows: list[dict[str, Any]], out: Path) -> dict[str, str]:

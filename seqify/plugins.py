@@ -34,6 +34,7 @@ DEFAULT_PLUGINS = {
     "sudoku": "seqify_sudoku",
     "molecule": "seqify_molecule",
     "learned": "seqify_learned",
+    "image": "seqify_image",
 }
 
 _HOOKS = {

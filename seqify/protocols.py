@@ -380,6 +380,8 @@ class Modality(Protocol):
     default_tokenizer: ClassVar[str | None]
     #: sample metrics shown in comparison tables, most important first
     headline_metrics: ClassVar[tuple[str, ...]]
+    #: the key of ``reconstruction``'s result that comparisons plot (None: none)
+    reconstruction_metric: ClassVar[str | None]
 
     def load(
         self, dataset: str, path: Path | None, *, seed: int, limit: int | None, report: RowReport
@@ -426,6 +428,13 @@ class Modality(Protocol):
         (e.g. ``samples.smi``); returns the files written."""
         ...
 
+    def reconstruction(self, originals: list[Any], decoded: list[Any], *, out: Path) -> dict[str, Any]:
+        """For a lossy tokenizer: how far ``decoded[i]`` (decode(encode(x)), or None)
+        is from ``originals[i]`` (e.g. MSE and PSNR for images, Chamfer distance for
+        point clouds). ``reconstruction_metric`` names the error that comparisons plot
+        (lower is better); a "files" entry maps names to pictures written into ``out``."""
+        ...
+
 
 class BaseModality:
     """Defaults for a modality's optional members."""
@@ -435,10 +444,16 @@ class BaseModality:
     config_model: ClassVar[type[BaseModel] | None] = None
     default_tokenizer: ClassVar[str | None] = None
     headline_metrics: ClassVar[tuple[str, ...]] = ()
+    reconstruction_metric: ClassVar[str | None] = None
 
     def save_samples(self, samples: list[Any], out_dir: Path, *, splits: Splits | None = None) -> list[Path]:
         """Nothing beyond the picture."""
         return []
+
+    def reconstruction(self, originals: list[Any], decoded: list[Any], *, out: Path) -> dict[str, Any]:
+        """Exact matches only (no modality-specific distance)."""
+        same = sum(o == d for o, d in zip(originals, decoded))
+        return {"exact_share": same / max(len(originals), 1), "n": len(originals)}
 
 
 #: the members each kind of component must have (those with defaults come from the base classes)
@@ -450,7 +465,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "trainable_orderer": ("wrap", "modelability", "diagnostics"),
     "generator": ("config_model", "caps", "sizes", "loss", "score", "sample"),
     "modality": ("name", "datasets", "file_datasets", "task", "config_model", "default_tokenizer",
-                 "headline_metrics", "load", "budget", "templates", "evaluate", "render", "save_samples"),
+                 "headline_metrics", "reconstruction_metric", "load", "budget", "templates", "evaluate", "render",
+                 "save_samples", "reconstruction"),
 }
 _BASES = {
     "tokenizer": "seqify.protocols.BaseTokenizer",

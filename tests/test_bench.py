@@ -124,3 +124,49 @@ def test_matrix_reruns_a_cell_whose_settings_changed_but_reuses_its_model(tmp_pa
     assert changed.rows[0]["shared_model"]  # evaluation changed, training did not
     con = sqlite3.connect(tmp_path / "index.sqlite")
     assert con.execute("SELECT count(*) FROM cells").fetchone()[0] == 2
+
+
+def test_modelability_compares_tokenizations_on_one_table_and_plot(tmp_path):
+    """Two tokenizations of the toy modality side by side, with the lossless one at error 0."""
+    import csv
+
+    from seqify.hookspecs import hookimpl
+    from seqify.modelability import ModelabilityRequest, run_modelability
+    from seqify.testing import ToyTokenizer
+
+    class Coarse(ToyTokenizer):
+        """A lossy double: digits 5..9 become 5 (so the reconstruction error is not 0)."""
+
+        name = "coarse"
+
+        @property
+        def spec(self):
+            from dataclasses import replace
+
+            return replace(super().spec, lossless=False)
+
+        def encode(self, item):
+            ts = super().encode(item)
+            return ts.with_values(ts.values.clamp(max=5))
+
+    class Plugin:
+        @hookimpl
+        def register_tokenizers(self, register):
+            register("coarse", Coarse, "lossy toy", modality="toy")
+
+    reg = build_registry([ToyPlugin(), Plugin()])
+    res = run_modelability(ModelabilityRequest(modality="toy", tokenizers=["digits", "coarse"], out=tmp_path,
+                                               orderer="raster", generator="unigram", budget="smoke"), registry=reg)
+    rows = {r["tokenizer"]: r for r in res.rows}
+    assert rows["digits"]["reconstruction_metric"] == "lossless" and rows["digits"]["reconstruction_error"] == 0.0
+    assert rows["coarse"]["status"] == "done" and rows["coarse"]["reconstruction_metric"] == ""  # toy names none
+    coarse = json.loads(next((tmp_path / "cells").glob("toy-coarse-*")).joinpath("results.json").read_text())
+    assert 0 < coarse["reconstruction"]["exact_share"] < 1  # items with a digit above 5 do not come back
+    # the coarse tokens carry less information: fewer bits per item
+    assert rows["coarse"]["bits_per_item"] < rows["digits"]["bits_per_item"]
+    assert (tmp_path / "modelability.png").is_file()
+    table = list(csv.DictReader((tmp_path / "modelability.csv").open()))
+    assert sorted(t["tokenizer"] for t in table) == ["coarse", "digits"]
+    cell = next((tmp_path / "cells").glob("toy-digits-*"))
+    assert (cell / "order_map.png").is_file()
+    assert json.loads((cell / "order_map.json").read_text())["mean_step"][1:] == [0.0, 1.0, 2.0]  # raster, slot 0 given

@@ -1,6 +1,7 @@
 """The CLI contract, through typer's CliRunner (rich wrapping off via COLUMNS)."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -14,9 +15,15 @@ runner = CliRunner()
 
 def test_help_is_fast_and_does_not_import_torch():
     code = ("import sys, seqify.cli\nsys.argv=['seqify','--help']\ntry:\n    seqify.cli.main()\nexcept SystemExit:\n    pass\n"
-            "assert 'torch' not in sys.modules and 'rdkit' not in sys.modules, 'heavy import'\nprint('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "bench" in out.stdout and out.stdout.strip().endswith("ok")
+            "assert 'torch' not in sys.modules and 'rdkit' not in sys.modules and 'open3d' not in sys.modules, "
+            "'heavy import'\nimport os\nprint(os.environ['OMP_WAIT_POLICY'])\nprint('ok')")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert "bench" in out.stdout and "modelability" in out.stdout and out.stdout.strip().endswith("ok")
+    assert "PASSIVE" in out.stdout  # the CLI's default when the user set none (spinning OpenMP threads)
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert "ACTIVE" in out.stdout  # a value the user set is kept
 
 
 def test_list_shows_components_with_their_plugin():

@@ -3,6 +3,7 @@
 from seqify.hookspecs import hookimpl
 
 _M = "seqify_orderers.orderers"
+_S = "seqify_orderers.spatial"
 
 
 @hookimpl
@@ -16,3 +17,10 @@ def register_orderers(register):
     register("top-prob", f"{_M}:TopProb", "Adaptive: fill the slot whose most likely value is most probable.")
     register("margin", f"{_M}:Margin", "Adaptive: fill the slot with the largest top-1 minus top-2 probability margin.")
     register("entropy", f"{_M}:Entropy", "Adaptive: fill the slot whose predictive distribution has the lowest entropy.")
+    register("spiral", f"{_S}:Spiral", "Grid: outer ring inward, each ring clockwise from its top-left cell (per scale).")
+    register("zigzag", f"{_S}:Zigzag", "Grid: JPEG zigzag over anti-diagonals, alternating direction (per scale).")
+    register("diagonal", f"{_S}:Diagonal", "Grid: anti-diagonals r + c in turn, each from its top row down (per scale).")
+    register("column", f"{_S}:Column", "Grid: column-major, the transpose of raster (per scale).")
+    register("hilbert", f"{_S}:Hilbert", "Grid: Hilbert curve on the smallest power-of-two square covering the grid (per scale).")
+    register("morton", f"{_S}:Morton", "Z-order: the bits of all coordinate axes interleaved (any number of axes).")
+    register("next-scale", f"{_S}:NextScale", "VAR: one block per scale (first axis 'scale'), coarse to fine; trains next-block-only.")

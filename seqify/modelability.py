@@ -1,0 +1,143 @@
+"""Modelability across tokenizations: ``seqify modelability``.
+
+Trains one model per tokenization of a modality under the same budget, orderer and
+generator (the cells of a :func:`seqify.matrix.run_matrix`, so an interrupted run
+resumes and fitted tokenizers and trained models are shared), and writes one table
+and one plot: bits per item (the unit that compares across tokenizations: a
+tokenization's tokens per item differ), nats per token, top-1 next-token accuracy
+and, for lossy tokenizers, the reconstruction error the modality names on the other
+axis: the reconstruction-vs-modelability picture. A lossless tokenizer sits at
+reconstruction error 0.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from seqify.bench import Reporter
+from seqify.io import atomic_write_bytes, atomic_write_text
+from seqify.matrix import MatrixRequest, run_matrix
+from seqify.plugins import get_registry
+from seqify.registry import Registry
+
+__all__ = ["ModelabilityRequest", "ModelabilityResult", "run_modelability"]
+
+COLUMNS = ["tokenizer", "orderer", "generator", "status", "bits_per_item", "nats_per_token", "tokens_per_item",
+           "top1_accuracy", "modelability_kind", "reconstruction_metric", "reconstruction_error", "headline", "reason"]
+
+
+@dataclass
+class ModelabilityRequest:
+    """The inputs of ``seqify modelability``.
+
+    Args:
+        modality: registered modality name.
+        tokenizers: tokenizers of that modality to compare.
+        out: output folder (the cells, ``modelability.md``/``.csv``/``.png``).
+        orderer: one orderer for every tokenization (default "raster").
+        generator: one generator (default: the runner's choice for the orderer).
+        dataset, data: as for ``seqify bench``.
+        budget, steps, seed, device, config_file, overrides: as for ``seqify bench``.
+    """
+
+    modality: str
+    tokenizers: list[str]
+    out: Path
+    orderer: str = "raster"
+    generator: str | None = None
+    dataset: str | None = None
+    data: Path | None = None
+    budget: str = "quick"
+    steps: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    config_file: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelabilityResult:
+    rows: list[dict[str, Any]]
+    out: Path
+    files: dict[str, str]
+
+
+def run_modelability(
+    req: ModelabilityRequest, reporter: Reporter | None = None, registry: Registry | None = None
+) -> ModelabilityResult:
+    """Train and measure every tokenization; write the table and the plot."""
+    from seqify.errors import UnknownComponentError
+
+    registry = registry or get_registry()
+    known = registry.names("tokenizer", req.modality)
+    for name in req.tokenizers:
+        if name not in known:
+            raise UnknownComponentError("tokenizer", name, known, f"modality {req.modality!r}")
+    out = Path(req.out)
+    matrix = run_matrix(
+        MatrixRequest(modalities=[req.modality], orderers=[req.orderer], out=out,
+                      generators=[req.generator] if req.generator else None, tokenizers=list(req.tokenizers),
+                      budget=req.budget, steps=req.steps, seed=req.seed, device=req.device,
+                      config_file=req.config_file, overrides=req.overrides, dataset=req.dataset, data=req.data),
+        reporter, registry)
+    rows = [_row(r) for r in matrix.rows]
+    files = write_modelability(rows, out, title=f"{req.modality}: tokenizations under '{req.orderer}' ({req.budget})")
+    return ModelabilityResult(rows, out, files)
+
+
+def _row(r: dict[str, Any]) -> dict[str, Any]:
+    return {k: r.get(k, "") if r.get(k) is not None else "" for k in COLUMNS}
+
+
+def write_modelability(rows: list[dict[str, Any]], out: Path, *, title: str) -> dict[str, str]:
+    """``modelability.csv``, ``modelability.md`` and ``modelability.png`` in ``out``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "modelability.csv", buf.getvalue())
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")).replace("|", "/") for c in COLUMNS) + " |")
+    atomic_write_text(out / "modelability.md", "\n".join(lines) + "\n")
+    files = {"csv": "modelability.csv", "markdown": "modelability.md"}
+    done = [r for r in rows if r["status"] == "done"]
+    if done:
+        atomic_write_bytes(out / "modelability.png", _plot(done, title))
+        files["plot"] = "modelability.png"
+    return files
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = sorted({r["reconstruction_metric"] for r in rows if r["reconstruction_metric"] not in ("", "lossless")})
+    xlabel = f"reconstruction error ({', '.join(metrics) or 'none'}; lossless = 0)"
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for r in rows:
+        x = r["reconstruction_error"] if isinstance(r["reconstruction_error"], (int, float)) else 0.0
+        y = r["bits_per_item"]
+        ax.scatter([x], [y], s=40)
+        ax.annotate(f"{r['tokenizer']}\n{r['tokens_per_item']:.0f} tok, top-1 {r['top1_accuracy']:.2f}"
+                    if isinstance(r["tokens_per_item"], (int, float)) else r["tokenizer"],
+                    (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test bits per item (lower: easier to model)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
