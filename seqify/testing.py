@@ -37,6 +37,7 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from seqify.config import for_dataset
 from seqify.data import RowReport
 from seqify.hookspecs import hookimpl
 from seqify.protocols import BaseModality, BaseTokenizer, GeneratorCaps, Splits
@@ -807,7 +808,10 @@ def _tokenizer_rows(registry: Any, modality: str, name: str, n_items: int) -> li
     rows: list[ConformanceResult] = []
 
     def one() -> str:
-        tokenizer = registry.get("tokenizer", name, modality)()
+        # the settings the modality's smoke budget gives this tokenizer (e.g. a few fit steps)
+        mod_cls = registry.get("modality", modality)
+        settings = for_dataset(mod_cls().budget("smoke"), mod_cls.datasets[0], name).get("tokenizer", {})
+        tokenizer = registry.get("tokenizer", name, modality)(**settings)
         items, equal, note = _modality_items(registry, modality, n_items)
         if not items:
             raise _Skip(f"modality {modality!r} gave no items")
@@ -828,7 +832,8 @@ def check_registered(kind: str, name: str, *, registry: Any = None, modality: st
     given slots, an (i, j) graph, a padded variable-length sequence) that its
     ``check`` accepts with an all-capable generator; the others are skipped with its
     reason. tokenizer: :func:`check_tokenizer` on ``n_items`` items of its modality
-    (from :data:`ITEM_SOURCES`, else the modality's ``load``); ``modality`` is needed
+    (from :data:`ITEM_SOURCES`, else the modality's ``load``), built with the settings
+    the modality's smoke budget gives it; ``modality`` is needed
     when two modalities register the name.
 
     Returns:
