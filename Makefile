@@ -6,12 +6,26 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
 
-.PHONY: install test test-all demo clean
+.PHONY: install system-deps test test-all demo clean
 
 install: $(VENV)/.installed
 
+# open3d's CPU wheel loads libusb-1.0 and libGL: on Debian, install them once (as root, or
+# with sudo when there is one); elsewhere, say what is missing and go on.
+system-deps:
+	@missing=""; \
+	ldconfig -p | grep -q 'libusb-1.0.so.0' || missing="$$missing libusb-1.0-0"; \
+	ldconfig -p | grep -q 'libGL.so.1' || missing="$$missing libgl1"; \
+	if [ -n "$$missing" ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	    echo "installing Debian packages for open3d:$$missing"; \
+	    $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	  else echo "warning: open3d needs the system libraries$$missing (the pointcloud modality will say so)"; fi; \
+	fi
+
 # torch first, pinned to the CPU build by constraints.txt, so nothing pulls CUDA wheels.
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"

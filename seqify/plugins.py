@@ -35,6 +35,7 @@ DEFAULT_PLUGINS = {
     "molecule": "seqify_molecule",
     "learned": "seqify_learned",
     "image": "seqify_image",
+    "pointcloud": "seqify_pointcloud",
 }
 
 _HOOKS = {

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import seqify_image  # noqa: F401
 from seqify.data import RowReport
 from seqify.errors import DataError
 from seqify.testing import check_tokenizer
@@ -240,7 +239,7 @@ def _registry():
     reg = build_registry(warn=False)
     if "image" in reg.names("modality"):
         return reg
-    return build_registry([seqify_image], warn=False)
+    return build_registry(warn=False)
 
 
 @pytest.mark.slow
