@@ -99,6 +99,8 @@ def plan_cells(req: MatrixRequest, registry: Registry) -> list[BenchRequest]:
                     if generator is not None:
                         registry.info("generator", generator)
                     name = f"{modality}-{tokenizer or 'default'}-{orderer}-{generator or 'default'}"
+                    if req.train_orderer and req.train_orderer != orderer:  # never the folder of the cell trained in its own order
+                        name += f"-trained-{req.train_orderer}"
                     cells.append(
                         BenchRequest(
                             modality=modality, orderer=orderer, tokenizer=tokenizer, generator=generator,
@@ -196,19 +198,23 @@ COLUMNS = ["modality", "dataset", "tokenizer", "orderer", "train_orderer", "gene
            "bits_per_item", "top1_accuracy", "modelability_kind", "headline", "reconstruction", "shared_model", "reason"]
 
 
+def write_table(rows: list[dict[str, Any]], columns: list[str], out: Path, stem: str) -> dict[str, str]:
+    """``stem.csv`` and ``stem.md`` with ``columns`` of ``rows``, written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / f"{stem}.csv", buf.getvalue())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        lines.append("| " + " | ".join(_fmt(r.get(c, "")).replace("|", "/") for c in columns) + " |")
+    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
+    return {"csv": f"{stem}.csv", "markdown": f"{stem}.md"}
+
+
 def write_reports(rows: list[dict[str, Any]], out: Path) -> dict[str, str]:
     """comparison.md, comparison.csv and heatmap.png from every cell recorded in ``out``."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow(r)
-    atomic_write_text(out / "comparison.csv", buf.getvalue())
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")).replace("|", "/") for c in COLUMNS) + " |")
-    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
-    files = {"csv": "comparison.csv", "markdown": "comparison.md"}
+    files = write_table(rows, COLUMNS, out, "comparison")
     done = [r for r in rows if r["status"] == "done"]
     if done:
         files["heatmap"] = "heatmap.png"

@@ -12,15 +12,14 @@ reconstruction error 0.
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seqify.bench import Reporter
-from seqify.io import atomic_write_bytes, atomic_write_text
-from seqify.matrix import MatrixRequest, run_matrix
+from seqify.io import atomic_write_bytes
+from seqify.matrix import MatrixRequest, run_matrix, write_table
 from seqify.plugins import get_registry
 from seqify.registry import Registry
 
@@ -95,25 +94,12 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 
 def write_modelability(rows: list[dict[str, Any]], out: Path, *, title: str) -> dict[str, str]:
     """``modelability.csv``, ``modelability.md`` and ``modelability.png`` in ``out``."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(out / "modelability.csv", buf.getvalue())
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")).replace("|", "/") for c in COLUMNS) + " |")
-    atomic_write_text(out / "modelability.md", "\n".join(lines) + "\n")
-    files = {"csv": "modelability.csv", "markdown": "modelability.md"}
+    files = write_table(rows, COLUMNS, out, "modelability")
     done = [r for r in rows if r["status"] == "done"]
     if done:
         atomic_write_bytes(out / "modelability.png", _plot(done, title))
         files["plot"] = "modelability.png"
     return files
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def _plot(rows: list[dict[str, Any]], title: str) -> bytes:

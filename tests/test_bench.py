@@ -170,3 +170,13 @@ def test_modelability_compares_tokenizations_on_one_table_and_plot(tmp_path):
     cell = next((tmp_path / "cells").glob("toy-digits-*"))
     assert (cell / "order_map.png").is_file()
     assert json.loads((cell / "order_map.json").read_text())["mean_step"][1:] == [0.0, 1.0, 2.0]  # raster, slot 0 given
+
+
+def test_matrix_cells_trained_in_another_order_get_their_own_folder(tmp_path, registry):
+    base = dict(modalities=["toy"], generators=["unigram"], out=tmp_path, budget="smoke")
+    run_matrix(MatrixRequest(orderers=["reverse"], **base), registry=registry)
+    run_matrix(MatrixRequest(orderers=["reverse"], train_orderer="raster", **base), registry=registry)
+    folders = sorted(p.name for p in (tmp_path / "cells").iterdir())
+    assert folders == ["toy-default-reverse-unigram", "toy-default-reverse-unigram-trained-raster"]
+    own = json.loads((tmp_path / "cells" / folders[0] / "results.json").read_text())
+    assert own["train_orderer"] == "reverse"  # not overwritten by the cell trained in raster order
