@@ -12,6 +12,8 @@ CASES = {
     "qm9_learned_full.toml": dict(modality="molecule", dataset="qm9", orderer="learned"),
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
     "zinc_masked_quick.toml": dict(modality="molecule", dataset="zinc250k", orderer="random", generator="masked"),
+    **{f"pc_coords_{sort}.toml": dict(modality="pointcloud", tokenizer="coords", orderer="raster", generator="causal")
+       for sort in ("zyx", "morton", "random")},
 }
 
 
@@ -21,9 +23,11 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_config_resolves(name, tmp_path):
-    budget = "quick" if "quick" in name else "full"
+    budget = "quick" if "quick" in name or name.startswith("pc_") else "full"
     cell = resolve_cell(BenchRequest(out=tmp_path, budget=budget, config_file=CONFIGS / name, **CASES[name]))
-    if budget == "full":
+    if name.startswith("pc_coords_"):  # the point order of the coords tokenizer (benchmarks/run_pointclouds.sh)
+        assert cell.tokenizer.sort == name.removeprefix("pc_coords_").removesuffix(".toml")
+    elif budget == "full":
         assert cell.config.train.steps >= 50_000
     else:
         assert cell.config.eval.n_test == 16 and cell.config.train.steps == 300
