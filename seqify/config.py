@@ -83,6 +83,18 @@ def for_dataset(preset: dict[str, Any], dataset: str, tokenizer: str | None = No
     return deep_merge(base, preset.get("per_tokenizer", {}).get(tokenizer, {}) if tokenizer else {})
 
 
+def budget_preset(presets: dict[str, dict[str, Any]], budget: str, dataset: str | None = None) -> dict[str, Any]:
+    """A copy of ``presets[budget]`` (what ``Modality.budget`` returns), with its
+    ``per_dataset`` entry for ``dataset`` merged in when one is given; a ConfigError
+    for an unknown budget name."""
+    import copy
+
+    if budget not in presets:
+        raise ConfigError(f"unknown budget {budget!r} (one of {', '.join(BUDGETS)})")
+    preset = copy.deepcopy(presets[budget])
+    return preset if dataset is None else for_dataset(preset, dataset)
+
+
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
     lines = []
     for err in exc.errors():

@@ -8,15 +8,14 @@ test images (:mod:`seqify_image.metrics`).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from seqify.config import BUDGETS, for_dataset, validate_model
+from seqify.config import budget_preset, validate_model
 from seqify.data import RowReport
-from seqify.errors import ConfigError, UnknownComponentError
+from seqify.errors import UnknownComponentError
 from seqify.protocols import BaseModality, Splits
 
 from seqify_image.classifier import ClassifierOptions
@@ -159,10 +158,7 @@ class Image(BaseModality):
             budget: the budget name.
             dataset: merge that dataset's ``per_dataset`` entry (there are none yet).
         """
-        if budget not in IMAGE_BUDGETS:
-            raise ConfigError(f"unknown budget {budget!r} (one of {', '.join(BUDGETS)})")
-        preset = copy.deepcopy(IMAGE_BUDGETS[budget])
-        return preset if dataset is None else for_dataset(preset, dataset)
+        return budget_preset(IMAGE_BUDGETS, budget, dataset)
 
     # ------------------------------------------------------------ evaluation
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from seqify.config import BUDGETS, for_dataset
+from seqify.config import budget_preset
 from seqify.data import RowReport
-from seqify.errors import ConfigError, UnknownComponentError
+from seqify.errors import UnknownComponentError
 from seqify.protocols import BaseModality, Splits
 from seqify.types import TokenSet
 
@@ -105,10 +104,7 @@ class Molecule(BaseModality):
             dataset: merge that dataset's ``per_dataset`` entry and drop the rest;
                 None (default) returns the preset with its ``per_dataset`` table.
         """
-        if budget not in MOLECULE_BUDGETS:
-            raise ConfigError(f"unknown budget {budget!r} (one of {', '.join(BUDGETS)})")
-        preset = copy.deepcopy(MOLECULE_BUDGETS[budget])
-        return preset if dataset is None else for_dataset(preset, dataset)
+        return budget_preset(MOLECULE_BUDGETS, budget, dataset)
 
     def templates(
         self, tokenizer: Any, test_tokens: list[TokenSet], n: int, rng: torch.Generator

@@ -4,7 +4,6 @@ with the real-vs-real floor (training clouds in place of samples) beside them.""
 
 from __future__ import annotations
 
-import copy
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -13,9 +12,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from seqify.config import BUDGETS, for_dataset, validate_model
+from seqify.config import budget_preset, validate_model
 from seqify.data import RowReport
-from seqify.errors import ConfigError, DataError, UnknownComponentError
+from seqify.errors import DataError, UnknownComponentError
 from seqify.protocols import BaseModality, Splits
 from seqify.types import TokenSet
 
@@ -132,10 +131,7 @@ class PointCloud(BaseModality):
 
     def budget(self, budget: str, *, dataset: str | None = None) -> dict[str, Any]:
         """Overrides for "smoke", "quick" or "full" (see :data:`POINTCLOUD_BUDGETS`)."""
-        if budget not in POINTCLOUD_BUDGETS:
-            raise ConfigError(f"unknown budget {budget!r} (one of {', '.join(BUDGETS)})")
-        preset = copy.deepcopy(POINTCLOUD_BUDGETS[budget])
-        return preset if dataset is None else for_dataset(preset, dataset)
+        return budget_preset(POINTCLOUD_BUDGETS, budget, dataset)
 
     # ------------------------------------------------------------ evaluation
 

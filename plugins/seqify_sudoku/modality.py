@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from seqify.config import BUDGETS, validate_model
+from seqify.config import budget_preset, validate_model
 from seqify.data import RowReport
-from seqify.errors import ConfigError, DataError, UnknownComponentError
+from seqify.errors import DataError, UnknownComponentError
 from seqify.protocols import BaseModality, BaseTokenizer, Splits
 from seqify.types import KindSpec, TokenizerSpec, TokenSet
 
@@ -346,9 +346,7 @@ class Sudoku(BaseModality):
 
     def budget(self, budget: str) -> dict[str, Any]:
         """Overrides for "smoke" (seconds), "quick" (minutes on a CPU), "full" (one GPU)."""
-        if budget not in SUDOKU_BUDGETS:
-            raise ConfigError(f"unknown budget {budget!r} (one of {', '.join(BUDGETS)})")
-        return _copy(SUDOKU_BUDGETS[budget])
+        return budget_preset(SUDOKU_BUDGETS, budget)
 
     # ------------------------------------------------------------ evaluation
 
@@ -424,6 +422,4 @@ class Sudoku(BaseModality):
         return [write_csv(Path(out_dir) / "completions.csv", rows, ("quizzes", "solutions", "correct"))]
 
 
-def _copy(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
