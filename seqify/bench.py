@@ -25,6 +25,10 @@ from seqify.protocols import tokenizer_fingerprint
 from seqify.registry import Registry
 
 
+#: the resumable training state in a cell's folder (deleted once results.json is written)
+TRAIN_STATE = "train_state.pt"
+
+
 class Reporter:
     """Progress callbacks; the CLI passes a rich implementation, the API a silent one."""
 
@@ -58,6 +62,8 @@ class BenchRequest:
         train_orderer: train under this orderer instead of ``orderer`` (e.g. a masked
             model trained on random orders, then solved in raster order); scoring and
             sampling always follow ``orderer``.
+        resume: resume training from ``out/train_state.pt`` when it holds this run's
+            state (False: train from the start and overwrite it).
     """
 
     modality: str
@@ -75,11 +81,15 @@ class BenchRequest:
     overrides: dict[str, Any] = field(default_factory=dict)
     model_cache: Path | None = None
     train_orderer: str | None = None
+    resume: bool = True
 
 
 @dataclass
 class BenchResult:
-    results: dict[str, Any]
+    """What a cell wrote. Under ``torchrun`` only rank 0 writes: the other ranks get
+    ``results`` None."""
+
+    results: dict[str, Any] | None
     out: Path
     files: dict[str, str]
 
@@ -229,12 +239,18 @@ def _check(cell: Cell, spec) -> str | None:
 
 
 def pick_device(name: str):
+    """The device for ``name`` ("auto", "cpu", "cuda", "cuda:N"); under torchrun, "auto"
+    and "cuda" mean this process's GPU (``cuda:LOCAL_RANK``)."""
+    import os
+
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device (use --device auto or cpu)")
+    if name == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(name)
 
 
@@ -251,7 +267,8 @@ def train_signature(cell: Cell, req: BenchRequest, tokenizer_state: str) -> str:
         "data": str(req.data) if req.data else None,
         "train_orders": cell.train_orderer.train_signature,
         "wrapper": cell.orderer.train_signature if cell.orderer.learned else None,
-        "train": cell.config.train.model_dump(),
+        # neither changes the model: the probe runs in forked random streams
+        "train": cell.config.train.model_dump(exclude={"checkpoint_every", "probe_items"}),
         "data_cfg": cell.config.data.model_dump(),
         "modality_cfg": cell.config.modality,
         "generator_cfg": cell.generator_config.model_dump(),
@@ -275,6 +292,7 @@ class Prepared:
     report: RowReport
     tokenizer_fingerprint: str
     test_kept: list[int]  # index into the loaded test items of each row of ``test``
+    val_kept: list[int] = field(default_factory=list)  # the same for ``val``
 
 
 def fit_tokenizer(tokenizer, items: list[Any], *, seed: int, device, rep: Reporter) -> None:
@@ -330,14 +348,16 @@ def prepare_data(
     fingerprint = tokenizer_fingerprint(tokenizer)
     key = f"{cell.names['modality']}|{cell.names['dataset']}|{cell.names['tokenizer']}|{fingerprint}|{spec!r}"
     train_table, _ = tokenize_split(tokenizer, splits.train, split="train", report=report, cache_key=key)
-    val_table = tokenize_split(tokenizer, splits.val, split="val", report=report, cache_key=key)[0] if splits.val else None
+    val_table, val_kept = (tokenize_split(tokenizer, splits.val, split="val", report=report, cache_key=key)
+                           if splits.val else (None, []))
     test_table, test_kept = tokenize_split(tokenizer, splits.test, split="test", report=report, cache_key=key)
     if cell.modality.task == "complete" and len(test_kept) != len(splits.test):
         # completions must stay aligned with the test items they complete; for generation the
         # reference set (e.g. FCD's) stays whole, and the skipped items are in the row report
         splits.test = [splits.test[i] for i in test_kept]
     timings["tokenize_s"] = time.perf_counter() - t
-    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint, test_kept)
+    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint, test_kept,
+                    val_kept)
 
 
 def build_model(cell: Cell, spec, seed: int):
@@ -392,6 +412,39 @@ def generate_and_measure(
     for p in cell.modality.save_samples(samples, out, splits=data.splits):
         files[Path(p).stem] = Path(p).name
     return metrics, files
+
+
+def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int):
+    """For a complete-task modality, a probe for :func:`seqify.training.train`: complete
+    the first ``n`` validation items with the cell's inference orderer (the evaluation
+    temperature, the ``validation`` stream, forked) and return the modality's numeric
+    metrics on them, e.g. Sudoku's solve rate. None when off or not applicable."""
+    from seqify import seeding
+    from seqify.evaluate import sample_items
+    from seqify.protocols import Splits
+
+    if not n or cell.modality.task != "complete" or data.val is None or not len(data.val):
+        return None
+    n = min(n, len(data.val))
+    val_tokens = [data.val.tokenset(i) for i in range(n)]
+    templates = cell.modality.templates(data.tokenizer, val_tokens, n, seeding.generator(seed, "templates"))
+    reference = Splits(train=[], val=[], test=[data.splits.val[i] for i in data.val_kept[:n]])
+
+    def probe(model) -> dict[str, float]:
+        with seeding.forked(seed, "validation", device):
+            filled = sample_items(model, templates, cell.orderer, batch_size=cell.config.eval.batch_size,
+                                  device=device, seed=seeding.stream_seed(seed, "validation"),
+                                  temperature=cell.config.eval.temperature)
+        samples = []
+        for ts in filled:
+            try:
+                samples.append(data.tokenizer.decode(ts))
+            except (ValueError, KeyError):
+                samples.append(None)
+        found = cell.modality.evaluate(samples, reference, templates=templates)
+        return {k: v for k, v in found.items() if isinstance(v, float)}
+
+    return probe
 
 
 def score_test(cell: Cell, model, data: Prepared, *, n: int, seed: int, device, rep: Reporter) -> dict[str, Any]:
@@ -487,10 +540,12 @@ def _request_dict(req: BenchRequest) -> dict[str, Any]:
 
 
 def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Registry | None = None) -> BenchResult:
-    """Run one cell end to end and write its files into ``req.out``."""
-    import torch
+    """Run one cell end to end and write its files into ``req.out``.
 
-    from seqify.training import train
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process trains its share of each
+    batch (:mod:`seqify.distributed`); rank 0 alone evaluates and writes files.
+    """
+    from seqify import distributed
 
     rep = reporter or Reporter()
     timings: dict[str, float] = {}
@@ -499,10 +554,25 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     reason = check_applicable(cell)
     if reason:
         raise NotApplicableError(reason)
-    cfg = cell.config
     device = pick_device(req.device)
+    ctx, joined = distributed.setup(device.type)
+    try:
+        return _run_bench(req, cell, device, ctx, rep, timings, t_all)
+    finally:
+        if joined:
+            distributed.teardown()
+
+
+def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timings: dict[str, float],
+               t_all: float) -> BenchResult:
+    import torch
+
+    from seqify.training import Checkpointing, train
+
+    cfg = cell.config
     out = Path(req.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cell, req, rep, timings, device=device)
 
     # train (or reuse a model another cell trained the same way)
@@ -519,14 +589,19 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
     else:
         rep.stage("training", cfg.train.steps)
         t = time.perf_counter()
+        resumable = Checkpointing(out / TRAIN_STATE, cfg.train.checkpoint_every, sig, log=rep.log, resume=req.resume)
         log = train(
             model, data.train, data.val, cell.train_orderer, cfg.train, device=device, seed=req.seed,
             on_step=lambda step, loss: rep.advance(1, f"loss {loss:.3f}"),
+            checkpoint=resumable if cfg.train.checkpoint_every else None,
+            probe=completion_probe(cell, data, n=cfg.train.probe_items, device=device, seed=req.seed),
         )
         timings["train_s"] = time.perf_counter() - t
         train_info = log.as_dict()
-        if shared is not None:
+        if shared is not None and ctx.is_main:
             save_checkpoint(shared, {"model": model.state_dict(), "train_log_json": json.dumps(train_info)})
+    if not ctx.is_main:  # rank 0 evaluates and writes; the others are done
+        return BenchResult(None, out, {})
     n_params = sum(p.numel() for p in model.parameters())
     save_checkpoint(out / "checkpoint.pt", {
         "model": model.state_dict(),
@@ -562,6 +637,7 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         "versions": {"seqify": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     atomic_write_json(out / "results.json", results)
+    (out / TRAIN_STATE).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return BenchResult(results, out, files)
 
 

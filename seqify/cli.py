@@ -6,6 +6,7 @@ stay fast. Heavy modules are imported inside the commands that need them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from seqify.errors import SeqifyError
+from seqify.errors import ConfigError, SeqifyError
 from seqify.plugins import get_registry
 
 app = typer.Typer(
@@ -33,6 +34,15 @@ def _names(kind: str) -> str:
         return ", ".join(get_registry().names(kind))
     except Exception:  # never let --help fail
         return "see `seqify list`"
+
+
+def _single_process(command: str) -> None:
+    """Refuse to run ``command`` under torchrun: it runs cells one after another."""
+    from seqify.distributed import env_world_size
+
+    if env_world_size() > 1:
+        _fail(ConfigError(f"`seqify {command}` runs its cells one after another in one process; under torchrun, "
+                          "launch each cell with `seqify bench` (docs/distributed.md)"))
 
 
 def _fail(exc: Exception) -> None:
@@ -152,18 +162,27 @@ def bench(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON file with any configuration field."),
     train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train under this orderer instead (e.g. random), then score and sample with --orderer."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run from DIR/train_state.pt (the same command and seed); --no-resume trains from the start."),
 ) -> None:
-    """Train, measure modelability on the test split, generate, and write DIR/results.json."""
-    from seqify.bench import BenchRequest, run_bench
+    """Train, measure modelability on the test split, generate, and write DIR/results.json.
+
+    Interrupted runs resume when the same command is run again. For several GPUs,
+    launch it under torchrun: `torchrun --standalone --nproc-per-node=N --no-python
+    seqify bench ...` (docs/distributed.md).
+    """
+    from seqify.bench import BenchRequest, Reporter, run_bench
 
     req = BenchRequest(modality=modality, orderer=orderer, out=out, dataset=dataset, data=data, tokenizer=tokenizer,
                        generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config,
-                       train_orderer=train_orderer)
+                       train_orderer=train_orderer, resume=resume)
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     try:
-        with RichReporter() as rep:
+        with (RichReporter() if main_process else contextlib.nullcontext(Reporter())) as rep:
             result = run_bench(req, rep)
     except SeqifyError as exc:
         _fail(exc)
+    if result.results is None:
+        return
     console.print(results_table(result.results))
     console.print(f"results: {result.results_path}")
 
@@ -184,6 +203,8 @@ def matrix(
 ) -> None:
     """Run every compatible cell, resuming from DIR/index.sqlite; write a comparison table and heatmap."""
     from seqify.matrix import MatrixRequest, run_matrix
+
+    _single_process("matrix")
 
     def split(s: Optional[str]) -> Optional[list[str]]:
         return [x.strip() for x in s.split(",") if x.strip()] if s else None
@@ -223,6 +244,8 @@ def modelability(
 ) -> None:
     """Train each tokenization under one budget; tabulate and plot bits per item against reconstruction error."""
     from seqify.modelability import ModelabilityRequest, run_modelability
+
+    _single_process("modelability")
 
     req = ModelabilityRequest(modality=modality, tokenizers=[x.strip() for x in tokenizers.split(",") if x.strip()],
                               out=out, orderer=orderer, generator=generator, dataset=dataset, data=data, budget=budget,

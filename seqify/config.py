@@ -35,6 +35,13 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     eval_every: int = Field(0, ge=0, description="validation loss every N steps (0: at the end only)")
     val_items: int = Field(256, ge=1, description="validation items used for that loss")
+    probe_items: int = Field(0, ge=0, description="at every eval_every step, complete this many validation items "
+                                                   "with the cell's inference orderer and log the modality's metrics "
+                                                   "(complete-task modalities, e.g. Sudoku: the solve rate through "
+                                                   "training; 0: off)")
+    checkpoint_every: int = Field(500, ge=0, description="save the resumable training state (OUT/train_state.pt) "
+                                                          "every N steps and at the end (0: never); a rerun of the "
+                                                          "same command resumes from it")
 
 
 class EvalConfig(_Strict):

@@ -28,6 +28,7 @@ __all__ = [
     "LayerCache",
     "KVCache",
     "block_causal_mask",
+    "axis_head_mask",
     "check_batch",
     "check_temperature",
     "clean_structure",
@@ -52,12 +53,49 @@ class TransformerConfig(BaseModel):
     n_heads: int = Field(4, ge=1, description="attention heads per block (must divide d_model)")
     mlp_ratio: int = Field(4, ge=1, description="hidden width of the MLP as a multiple of d_model")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on attention and residual branches while training")
+    axis_heads: bool = Field(False, description="structure-aware attention: in every block, head a attends only to "
+                                                "the slots that share the query's value on coordinate axis a (Sudoku: "
+                                                "row, column, box; images: row, column; molecular graphs: the slots "
+                                                "of one atom); the other heads attend everywhere. Needs more heads "
+                                                "than axes")
+    loops: int = Field(1, ge=1, description="run the blocks this many times with shared weights (a looped "
+                                           "transformer: depth without parameters)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TransformerConfig":
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         return self
+
+    @property
+    def depth(self) -> int:
+        """Blocks a forward pass runs through (``n_layers * loops``; one KV cache layer each)."""
+        return self.n_layers * self.loops
+
+
+def axis_head_mask(coords_BLC: torch.Tensor, n_heads: int, key_mask_BL: torch.Tensor | None = None) -> torch.Tensor:
+    """``[B, H, L, L]`` bool attention mask of structure-aware heads (True = may attend).
+
+    Head ``a < C`` lets slot ``i`` attend to slot ``j`` only when they share the value of
+    coordinate axis ``a`` (``coords[i, a] == coords[j, a]``); heads ``C ..`` attend to
+    every slot. ``key_mask_BL`` (False on padding) applies to every head; a slot always
+    sees itself, so no row is empty.
+
+    Args:
+        coords_BLC: slot coordinates (``C`` axes).
+        n_heads: heads per block; must exceed ``C`` (at least one head stays global).
+        key_mask_BL: bool, False for keys no query may attend to.
+    """
+    B, L, C = coords_BLC.shape
+    if n_heads <= C:
+        raise ValueError(f"axis_heads: {C} coordinate axes need more than {C} heads (one per axis plus at least "
+                         f"one global head), got n_heads={n_heads}")
+    same_BCLL = coords_BLC.permute(0, 2, 1)[:, :, :, None] == coords_BLC.permute(0, 2, 1)[:, :, None, :]
+    rest_BHLL = torch.ones(B, n_heads - C, L, L, dtype=torch.bool, device=coords_BLC.device)
+    mask_BHLL = torch.cat([same_BCLL, rest_BHLL], dim=1)
+    if key_mask_BL is not None:
+        mask_BHLL = mask_BHLL & key_mask_BL[:, None, None, :]
+    return mask_BHLL | torch.eye(L, dtype=torch.bool, device=coords_BLC.device)
 
 
 def build_config(config_model: type[TransformerConfig], config: object) -> TransformerConfig:
@@ -270,6 +308,7 @@ class TransformerStack(nn.Module):
         )
         self.ln_out = nn.LayerNorm(config.d_model)
         self.drop = nn.Dropout(config.dropout)
+        self.loops = config.loops
 
     def forward(
         self,
@@ -289,7 +328,8 @@ class TransformerStack(nn.Module):
             causal: each position attends only to itself and earlier positions.
             cache: a KV cache: the new positions follow the ``cache.length`` cached ones.
             attn_mask: bool ``[B, 1, T, S]`` (True = may attend), e.g. from
-                :func:`block_causal_mask`; S counts the cached positions and the new
+                :func:`block_causal_mask`, or ``[B, H, T, S]`` per head (e.g. from
+                :func:`axis_head_mask`); S counts the cached positions and the new
                 ones. Replaces ``key_mask_BL`` and ``causal``.
             store: with a cache, False attends to the cache and the new positions
                 without storing the new ones (queries that later positions never see).
@@ -312,9 +352,10 @@ class TransformerStack(nn.Module):
                 causal_TS = k_pos[None, :] <= q_pos[:, None]
                 mask = causal_TS if mask is None else (mask & causal_TS)
         x_BTD = self.drop(x_BTD)
-        for i, block in enumerate(self.blocks):
+        n = len(self.blocks)
+        for i in range(n * self.loops):  # a looped transformer runs the same blocks again
             layer_cache = cache.layers[i] if cache is not None else None
-            x_BTD = block(x_BTD, mask=mask, is_causal=is_causal, cache=layer_cache, store=store)
+            x_BTD = self.blocks[i % n](x_BTD, mask=mask, is_causal=is_causal, cache=layer_cache, store=store)
         return self.ln_out(x_BTD)
 
 

@@ -24,11 +24,14 @@ STREAMS = ("init", "tokenizer", "batches", "orders", "dropout", "validation", "s
            "diagnostics")
 
 
-def stream_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for ``stream`` derived from the run seed."""
+def stream_seed(seed: int, stream: str, rank: int = 0) -> int:
+    """A 63-bit seed for ``stream`` derived from the run seed (and, for the processes
+    of a distributed run other than rank 0, from the rank: rank 0 draws what a single
+    process draws)."""
     if stream not in STREAMS:
         raise ValueError(f"unknown random stream {stream!r} (one of {', '.join(STREAMS)})")
-    digest = hashlib.sha256(f"seqify|{int(seed)}|{stream}".encode()).digest()
+    tag = f"seqify|{int(seed)}|{stream}" + (f"|rank{int(rank)}" if rank else "")
+    digest = hashlib.sha256(tag.encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
@@ -39,11 +42,11 @@ def generator(seed: int, stream: str):
     return torch.Generator().manual_seed(stream_seed(seed, stream))
 
 
-def seed_global(seed: int, stream: str) -> None:
+def seed_global(seed: int, stream: str, rank: int = 0) -> None:
     """Seed torch's global streams (CPU and every CUDA device) for ``stream``."""
     import torch
 
-    torch.manual_seed(stream_seed(seed, stream))
+    torch.manual_seed(stream_seed(seed, stream, rank))
 
 
 @contextlib.contextmanager

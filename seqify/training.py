@@ -1,20 +1,27 @@
 """The training loop every generator shares: AdamW, warm-up + cosine, clipping,
-bf16 autocast on CUDA, orders from the orderer at each step."""
+bf16 autocast on CUDA, orders from the orderer at each step; resumable from an atomic
+checkpoint, and data-parallel under ``torchrun`` (:mod:`seqify.distributed`)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from seqify import distributed, seeding
 from seqify.config import TrainConfig
 from seqify.dataset import TokenTable
-from seqify import seeding
+from seqify.io import load_checkpoint, save_checkpoint
 from seqify.protocols import Orderer, TrainableModel
+
+#: version of the resumable training state; a state of another version is not resumed
+STATE_FORMAT = 1
 
 
 @dataclass
@@ -26,10 +33,14 @@ class TrainLog:
     loss: list[tuple[int, float]] = field(default_factory=list)  # (step, train loss)
     val_loss: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
     extra: dict[str, list] = field(default_factory=dict)  # per-step series a generator reports
+    processes: int = 1  # data-parallel processes (torchrun)
+    items_per_process: int = 0  # rows of each global batch one process trained on
 
     def as_dict(self) -> dict:
         return {
             "steps": self.steps,
+            "processes": self.processes,
+            "items_per_process": self.items_per_process,
             "seconds": round(self.seconds, 3),
             "final_train_loss": self.loss[-1][1] if self.loss else None,
             "final_val_loss": self.val_loss[-1][1] if self.val_loss else None,
@@ -86,6 +97,75 @@ def validation_loss(
     return total / max(count, 1)
 
 
+@dataclass
+class Checkpointing:
+    """Where and how often :func:`train` saves its resumable state.
+
+    The state (model, optimizer, step, the batch and order streams, every rank's
+    global RNG, the data cursor, the log so far) goes to ``path`` atomically after
+    every ``every`` steps and at the end. A later :func:`train` with the same
+    ``signature`` resumes from it (``resume``); one with another signature (other
+    settings, data or seed) starts over and says why through ``log``.
+    """
+
+    path: Path
+    every: int
+    signature: str
+    log: Callable[[str], None] = print
+    resume: bool = True
+
+    def load(self) -> dict | None:
+        """The saved state to resume from, or None (no file, resume off, or another run's)."""
+        if not self.resume or not self.path.is_file():
+            return None
+        try:
+            state = load_checkpoint(self.path)
+        except Exception as exc:  # a damaged file is reported and trained over, never trusted
+            self.log(f"cannot read the training state {self.path} ({type(exc).__name__}: {exc}); "
+                     "training from the start")
+            return None
+        if state.get("format") != STATE_FORMAT or state.get("signature") != self.signature:
+            self.log(f"the training state {self.path} belongs to another run (other settings, data or seed); "
+                     "training from the start")
+            return None
+        return state
+
+
+class _Loss(torch.nn.Module):
+    """``model.loss`` as ``forward``, so DistributedDataParallel averages its gradients."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, order) -> torch.Tensor:
+        return self.model.loss(batch, order)
+
+
+def _run_probe(probe, model: torch.nn.Module, step: int, log: TrainLog) -> None:
+    if probe is None:
+        return
+    was_training = model.training
+    try:
+        for name, value in probe(model).items():
+            log.extra.setdefault(f"val_{name}", []).append((step, round(float(value), 5)))
+    finally:
+        model.train(was_training)
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def train(
     model: torch.nn.Module,
     train_table: TokenTable,
@@ -96,15 +176,39 @@ def train(
     device: torch.device,
     seed: int,
     on_step: Callable[[int, float], None] | None = None,
+    checkpoint: Checkpointing | None = None,
+    probe: Callable[[torch.nn.Module], dict[str, float]] | None = None,
 ) -> TrainLog:
     """Train ``model`` in place for ``cfg.steps`` steps; returns the log.
 
     Batches, orders and the global stream (dropout, a model's own noise) each draw
     from their own named stream of ``seed`` (:mod:`seqify.seeding`); the model's
     initial weights are the caller's (seed the ``init`` stream before building it).
+
+    With ``checkpoint``, the state is saved every ``checkpoint.every`` steps and a
+    saved state of the same run is resumed ("resuming from step N"): the final model
+    equals an uninterrupted run's.
+
+    In a process group (``torchrun``), every rank draws the same global batch indices
+    and orders from the shared streams and trains on its own ``batch_size / world``
+    rows of them, with gradients averaged by DistributedDataParallel: together the
+    ranks take the single-process step. The dropout stream is drawn per rank. Rank 0
+    alone validates and writes the state.
+
+    ``probe`` (rank 0, at every ``eval_every`` step and at the end) measures the model
+    some other way, e.g. the solve rate of validation puzzles; each of its values is
+    logged as a series ``val_<name>``. It must leave the training streams alone.
+
+    The loss is read back to the host only when it is logged (every ``steps / 100``
+    steps), so a GPU never waits on the loop; ``on_step`` gets the last logged loss.
     """
-    log = TrainLog()
-    seeding.seed_global(seed, "dropout")
+    ctx = distributed.current()
+    if cfg.batch_size % ctx.world_size:
+        raise ValueError(f"train.batch_size {cfg.batch_size} is not divisible by the {ctx.world_size} processes: "
+                         "each process takes an equal share of the global batch")
+    share = slice(ctx.rank * cfg.batch_size // ctx.world_size, (ctx.rank + 1) * cfg.batch_size // ctx.world_size)
+    log = TrainLog(processes=ctx.world_size)
+    seeding.seed_global(seed, "dropout", ctx.rank)
     order_rng = seeding.generator(seed, "orders")
     batch_rng = seeding.generator(seed, "batches")
     hooks = model if isinstance(model, TrainableModel) else None
@@ -112,45 +216,109 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     n = len(train_table)
     perm = torch.randperm(n, generator=batch_rng)
-    cursor = 0
+    cursor, start, seconds_before = 0, 0, 0.0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        batch_rng.set_state(state["rng_batches"])
+        order_rng.set_state(state["rng_orders"])
+        perm, cursor, start = state["perm"], int(state["cursor"]), int(state["step"])
+        ranks = state["rng_ranks"]
+        if ctx.rank < len(ranks):
+            _set_rng_state(ranks[ctx.rank], device)
+        saved = json.loads(state["log_json"])
+        log.loss, log.val_loss = [tuple(x) for x in saved["loss"]], [tuple(x) for x in saved["val_loss"]]
+        log.extra = {k: [tuple(x) for x in v] for k, v in saved["extra"].items()}
+        seconds_before = float(saved["seconds"])
+        if ctx.is_main:
+            checkpoint.log(f"resuming from step {start} of {cfg.steps} ({checkpoint.path})")
+    engine: torch.nn.Module | None = None
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        engine = DistributedDataParallel(
+            _Loss(model), device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # a generator may leave some parameters out of a step's graph
+        )
+
+    def save(done: int) -> None:
+        rng_ranks = distributed.all_gather_object(_rng_state(device), ctx)  # every rank takes part
+        if not ctx.is_main:
+            return
+        save_checkpoint(checkpoint.path, {
+            "format": STATE_FORMAT,
+            "signature": checkpoint.signature,
+            "step": done,
+            "world_size": ctx.world_size,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng_batches": batch_rng.get_state(),
+            "rng_orders": order_rng.get_state(),
+            "rng_ranks": rng_ranks,
+            "perm": perm,
+            "cursor": cursor,
+            "log_json": json.dumps({"loss": log.loss, "val_loss": log.val_loss, "extra": log.extra,
+                                    "seconds": seconds_before + time.perf_counter() - t0}),
+        })
+
     t0 = time.perf_counter()
-    ema = None
     every = max(1, cfg.steps // 100)
-    for step in range(cfg.steps):
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    last = float("nan")
+    for step in range(start, cfg.steps):
         if cursor + cfg.batch_size > n:
             perm = torch.randperm(n, generator=batch_rng)
             cursor = 0
         idx = perm[cursor : cursor + cfg.batch_size]
         cursor += cfg.batch_size
-        batch = train_table.batch(idx, device)
-        order = orderer.train_orders(batch, progress=step / max(1, cfg.steps), rng=order_rng).to(device)
+        progress = step / max(1, cfg.steps)
+        if ctx.active:  # the global batch's orders, then this rank's rows of both
+            whole = train_table.batch(idx, device)
+            order = orderer.train_orders(whole, progress=progress, rng=order_rng).to(device).rows(share)
+            batch = whole.rows(share)
+        else:
+            batch = train_table.batch(idx, device)
+            order = orderer.train_orders(batch, progress=progress, rng=order_rng).to(device)
+        log.items_per_process = batch.batch_size
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         if hooks is not None:
-            hooks.set_progress(step / max(1, cfg.steps))
+            hooks.set_progress(progress)
         with autocast(device):
-            loss = model.loss(batch, order)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {float(loss)} at step {step}")
+            loss = engine(batch, order) if engine is not None else model.loss(batch, order)
+        nonfinite |= ~torch.isfinite(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        value = float(loss.detach())
-        ema = value if ema is None else 0.95 * ema + 0.05 * value
-        if step % every == 0 or step == cfg.steps - 1:
-            log.loss.append((step, round(value, 5)))
+        done = step + 1
+        saving = checkpoint is not None and checkpoint.every and (done % checkpoint.every == 0 or done == cfg.steps)
+        if step % every == 0 or done == cfg.steps or saving:
+            if bool(distributed.mean_across(nonfinite.float(), ctx) > 0):  # never save poisoned weights
+                raise FloatingPointError(f"training loss became non-finite at or before step {step} "
+                                         f"(last finite loss logged: {last:.5g})")
+        if step % every == 0 or done == cfg.steps:
+            last = float(distributed.mean_across(loss.detach().float(), ctx))
+            log.loss.append((step, round(last, 5)))
             for name, stat in (hooks.train_stats if hooks is not None else {}).items():
                 log.extra.setdefault(name, []).append((step, round(float(stat), 5)))
-        if val_table is not None and cfg.eval_every and step > 0 and step % cfg.eval_every == 0:
-            v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed)
-            log.val_loss.append((step, round(v, 5)))
+        if ctx.is_main and cfg.eval_every and step > 0 and step % cfg.eval_every == 0:
+            if val_table is not None:
+                v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size,
+                                    device=device, seed=seed)
+                log.val_loss.append((step, round(v, 5)))
+            _run_probe(probe, model, step, log)
+        if saving:
+            save(done)
         if on_step is not None:
-            on_step(step, ema)
+            on_step(step, last)
     log.steps = cfg.steps
-    if val_table is not None and len(val_table):
+    if ctx.is_main and val_table is not None and len(val_table):
         v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed)
         log.val_loss.append((cfg.steps, round(v, 5)))
-    log.seconds = time.perf_counter() - t0
+    if ctx.is_main and start < cfg.steps:  # a resumed run that had finished has probed already
+        _run_probe(probe, model, cfg.steps, log)
+    log.seconds = seconds_before + time.perf_counter() - t0
     model.eval()
     return log

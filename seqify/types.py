@@ -182,6 +182,11 @@ class TokenBatch:
             self.meta,
         )
 
+    def rows(self, index: slice) -> "TokenBatch":
+        """Items ``index`` (a slice of the batch), at the same padded length."""
+        return TokenBatch(self.values[index], self.kinds[index], self.coords[index], self.given[index],
+                          self.pad[index], self.meta[index])
+
     def with_values(self, values_BL: torch.Tensor) -> "TokenBatch":
         """A copy with new values; structure is shared, nothing is mutated."""
         return TokenBatch(values_BL, self.kinds, self.coords, self.given, self.pad, self.meta)
@@ -280,6 +285,10 @@ class OrderBatch:
 
     def to(self, device: torch.device | str) -> "OrderBatch":
         return OrderBatch(self.perm.to(device), self.block.to(device), self.next_block_only)
+
+    def rows(self, index: slice) -> "OrderBatch":
+        """The orders of items ``index`` (a slice of the batch)."""
+        return OrderBatch(self.perm[index], self.block[index], self.next_block_only)
 
     @staticmethod
     def from_priorities(batch: TokenBatch, priority_BL: torch.Tensor) -> "OrderBatch":

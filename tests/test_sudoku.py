@@ -29,6 +29,7 @@ from seqify_sudoku.puzzles import (
     item_problem,
     make_base_puzzle,
     solve,
+    solve_by_singles,
     to_array,
     to_strings,
 )
@@ -428,8 +429,12 @@ def test_metrics_on_hand_made_cases(items):
     assert metrics["decoded"] == pytest.approx(3 / 4)
     expected_cells = (n_blank + (n_blank - 1) + right_inconsistent + 0) / (4 * n_blank)
     assert metrics["cell_accuracy"] == pytest.approx(expected_cells)
+    singles = solve_by_singles(item.puzzle)[1] == 0
     assert m.evaluate([item.solution], splits) == {
         "puzzle_accuracy": 1.0, "cell_accuracy": 1.0, "valid_consistent": 1.0, "decoded": 1.0, "n": 1,
+        "puzzle_accuracy_singles": 1.0 if singles else None,
+        "puzzle_accuracy_beyond_singles": None if singles else 1.0,
+        "singles_solvable": float(singles),
     }
     with pytest.raises(ValueError, match="5 samples for 4 test puzzles"):
         m.evaluate([None] * 5, splits)
@@ -493,3 +498,38 @@ def test_plugin_registers_and_imports_light(monkeypatch):
     code = "import sys, seqify_sudoku; print(sorted({'torch', 'numpy', 'matplotlib'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ difficulty bands
+
+HARD = "800000000003600000070090200050007000000045700000100030001000068008500010090000400"  # Inkala, 2012
+
+
+def test_singles_solver_fills_a_singles_puzzle_and_stops_on_a_hard_one(items):
+    solved = [(solve_by_singles(it.puzzle), it.solution) for it in items[:40]]
+    assert any(left == 0 for (_, left), _ in solved) and all(
+        grid == solution for (grid, left), solution in solved if left == 0)  # never a wrong digit
+    grid, left = solve_by_singles(HARD)
+    assert left > 0 and all(p in "0" or p == g for p, g in zip(HARD, grid))  # stuck, clues kept
+    assert solve_by_singles(items[0].solution) == (items[0].solution, 0)
+
+
+def test_difficulty_bands_partition_the_generated_puzzles():
+    easy = generate_puzzles(40, clues=26, seed=4, pool_size=8, workers=1, difficulty="singles")
+    hard = generate_puzzles(40, clues=26, seed=4, pool_size=8, workers=1, difficulty="beyond-singles")
+    assert all(solve_by_singles(it.puzzle)[1] == 0 for it in easy)
+    assert all(solve_by_singles(it.puzzle)[1] > 0 for it in hard)
+    assert all(count_solutions(it.puzzle) == 1 and it.clues == 26 for it in easy[:5] + hard[:5])
+    # "any" keeps the puzzles it always made (the seeds of existing runs do not move)
+    assert generate_puzzles(10, clues=30, seed=2, pool_size=4, workers=1) == generate_puzzles(
+        10, clues=30, seed=2, pool_size=4, workers=1, difficulty="any")
+    with pytest.raises(ValueError, match="difficulty must be one of any, singles, beyond-singles"):
+        generate_puzzles(2, difficulty="easy")
+
+
+def test_modality_reports_the_difficulty_it_used():
+    splits = Sudoku(difficulty="singles", n_val=8, n_test=8, eval_pool_size=4, pool_size=4).load(
+        "generated", None, seed=0, limit=16, report=RowReport())
+    assert splits.info["difficulty"] == "singles" and splits.info["test_singles_solvable"] == 1.0
+    with pytest.raises(Exception, match="difficulty"):
+        Sudoku(difficulty="medium")

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict
+from pydantic import ConfigDict, model_validator
 from torch import nn
 
 from seqify.errors import NotApplicableError
@@ -60,6 +60,14 @@ class CausalConfig(TransformerConfig):
     """Settings of the causal (sigma-GPT / RAR style) transformer."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_axis_heads(self) -> "CausalConfig":
+        if self.axis_heads:
+            raise ValueError("axis_heads is not available in the causal generator (a position there holds one "
+                             "slot's value and predicts another slot, so 'the same row' has no single meaning); "
+                             "use the masked generator")
+        return self
 
 
 # attention levels of the block layout (see block_causal_mask): BOS is level 0, the given
@@ -404,7 +412,7 @@ class CausalTransformer(nn.Module):
                     rng=rng, temperature=temperature, use_cache=use_cache, logp_out_BLV=logp_out_BLV,
                 )
             else:
-                cache = KVCache(self.config.n_layers, L) if use_cache else None
+                cache = KVCache(self.config.depth, L) if use_cache else None
                 h_BD = None
                 if use_cache and prefix < end:
                     x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, prefix + 1)
@@ -496,7 +504,7 @@ class CausalTransformer(nn.Module):
         cache = keys_level_BS = keys_pos_BS = None
         if use_cache:
             G = int(n_given_B.max())
-            cache = KVCache(self.config.n_layers, 1 + G + sum(widths_K[:-1]))
+            cache = KVCache(self.config.depth, 1 + G + sum(widths_K[:-1]))
             pos_BG = torch.arange(G, device=device).expand(B, G)
             value = _value_levels(block_BL[:, :G], pos_BG, pos_BG < n_given_B[:, None])
             bos = _bos_levels(B, device)

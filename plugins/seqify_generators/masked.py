@@ -38,6 +38,7 @@ from seqify.nn import (
     init_weights,
     pick_values,
     restricted_log_softmax,
+    axis_head_mask,
 )
 
 __all__ = ["MaskedConfig", "MaskedTransformer"]
@@ -56,6 +57,7 @@ class _Prepared:
     gid_BL: torch.Tensor  # global ids of the (true or template) values
     structure_BLD: torch.Tensor  # kind + coordinates + slot index embeddings
     key_mask_BL: torch.Tensor | None  # False on padding (None: no padding)
+    attn_mask: torch.Tensor | None  # per-head structure-aware mask (axis_heads), padding included
     allowed_BLV: torch.Tensor  # each slot's kind range in the global vocabulary
 
 
@@ -107,16 +109,20 @@ class MaskedTransformer(nn.Module):
         if bool(pad_BL.any()):
             # an all-padding row would leave its queries nothing to attend to
             key_mask_BL = ~pad_BL | pad_BL.all(1, keepdim=True)
+        attn_mask = axis_head_mask(coords_BLC, self.config.n_heads, key_mask_BL) if self.config.axis_heads else None
         return _Prepared(
             global_ids(values_BL, kinds_BL, self.offsets_K),
             self.slot_embed(kinds_BL, coords_BLC),
             key_mask_BL,
+            attn_mask,
             self.kind_mask_KV[kinds_BL],
         )
 
     def _hidden(self, prep: _Prepared, gid_BL: torch.Tensor, known_BL: torch.Tensor) -> torch.Tensor:
         value_BL = torch.where(known_BL, gid_BL, torch.full_like(gid_BL, self.mask_id))
         x_BLD = self.value_embed(value_BL) + prep.structure_BLD
+        if prep.attn_mask is not None:
+            return self.stack(x_BLD, attn_mask=prep.attn_mask)
         return self.stack(x_BLD, key_mask_BL=prep.key_mask_BL)
 
     def _logp(self, prep: _Prepared, gid_BL: torch.Tensor, known_BL: torch.Tensor) -> torch.Tensor:

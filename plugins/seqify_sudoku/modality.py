@@ -27,6 +27,7 @@ from seqify_sudoku.puzzles import (
     generate_puzzles,
     is_valid_solution,
     item_problem,
+    solve_by_singles,
 )
 
 __all__ = ["CellTokenizer", "CellTokenizerOptions", "Sudoku", "SudokuOptions", "SUDOKU_BUDGETS"]
@@ -148,6 +149,10 @@ class SudokuOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     clues: int = Field(30, ge=17, le=80, description="clues per generated puzzle")
+    difficulty: Literal["any", "singles", "beyond-singles"] = Field(
+        "any", description="generated puzzles: any (default), only those naked and hidden singles solve "
+                           "('singles', the easiest band of Kim, Shah et al.'s strategy-filtered data), or only "
+                           "those that need more ('beyond-singles', the hard set)")
     pool_size: int | None = Field(
         None,
         ge=1,
@@ -172,6 +177,7 @@ class Sudoku(BaseModality):
 
     Args:
         clues: clues per generated puzzle (default 30).
+        difficulty: "any", "singles" or "beyond-singles" (see :class:`SudokuOptions`).
         pool_size: base puzzles for the generated training split (default None: one
             per 10 training puzzles, at least 1,000, at most the split size).
         eval_pool_size: base puzzles for each generated validation / test split (500).
@@ -202,6 +208,7 @@ class Sudoku(BaseModality):
         self,
         *,
         clues: int = 30,
+        difficulty: str = "any",
         pool_size: int | None = None,
         eval_pool_size: int = 500,
         n_val: int = 1000,
@@ -212,6 +219,7 @@ class Sudoku(BaseModality):
             SudokuOptions,
             dict(
                 clues=clues,
+                difficulty=difficulty,
                 pool_size=pool_size,
                 eval_pool_size=eval_pool_size,
                 n_val=n_val,
@@ -256,13 +264,15 @@ class Sudoku(BaseModality):
         train_pool = opt.pool_size if opt.pool_size is not None else default_pool_size(n_train)
         margin = 32  # spare puzzles in case one equals a puzzle of an earlier split
         seeds = {split: _seed(seed, k) for k, split in enumerate(("train", "val", "test"))}
-        train = generate_puzzles(n_train, clues=opt.clues, seed=seeds["train"], pool_size=train_pool)
+        train = generate_puzzles(n_train, clues=opt.clues, seed=seeds["train"], pool_size=train_pool,
+                                 difficulty=opt.difficulty)
         taken = {item.puzzle for item in train}
         held: dict[str, list[SudokuItem]] = {}
         dropped = 0
         for split, n in (("val", opt.n_val), ("test", opt.n_test)):
             made = generate_puzzles(
-                n + margin, clues=opt.clues, seed=seeds[split], pool_size=opt.eval_pool_size
+                n + margin, clues=opt.clues, seed=seeds[split], pool_size=opt.eval_pool_size,
+                difficulty=opt.difficulty,
             )
             fresh = [item for item in made if item.puzzle not in taken]
             dropped += len(made) - len(fresh)
@@ -281,6 +291,9 @@ class Sudoku(BaseModality):
                 "row/column swaps within bands/stacks, band/stack swaps, transpose)"
             ),
             "clues": opt.clues,
+            "difficulty": opt.difficulty,
+            "test_singles_solvable": sum(solve_by_singles(item.puzzle)[1] == 0 for item in held["test"])
+            / max(len(held["test"]), 1),
             "unique_solutions": True,
             "n_train": len(train),
             "n_val": len(held["val"]),
@@ -372,13 +385,21 @@ class Sudoku(BaseModality):
                 their clues (a different valid solution counts here).
             decoded: fraction of samples that are 81-digit strings.
             n: number of samples.
+            puzzle_accuracy_singles / puzzle_accuracy_beyond_singles: the solve rate
+                among the puzzles naked and hidden singles solve, and among the others
+                (None when there are none).
+            singles_solvable: the share of puzzles naked and hidden singles solve.
 
         ``templates`` is not needed: the clues come from ``splits.test``.
         """
         if len(samples) > len(splits.test):
             raise ValueError(f"{len(samples)} samples for {len(splits.test)} test puzzles")
         solved = consistent = decoded = right_cells = blank_cells = 0
+        by_band = {True: [0, 0], False: [0, 0]}  # singles solvable? -> [solved, puzzles]
         for sample, item in zip(samples, splits.test):
+            band = by_band[solve_by_singles(item.puzzle)[1] == 0]
+            band[1] += 1
+            band[0] += sample == item.solution
             blanks = [k for k, ch in enumerate(item.puzzle) if ch == "0"]
             blank_cells += len(blanks)
             if not isinstance(sample, str) or len(sample) != 81:
@@ -394,6 +415,10 @@ class Sudoku(BaseModality):
             "valid_consistent": consistent / n if n else 0.0,
             "decoded": decoded / n if n else 0.0,
             "n": n,
+            # the same puzzles split by difficulty (solve_by_singles): what the solve rate is made of
+            "puzzle_accuracy_singles": by_band[True][0] / by_band[True][1] if by_band[True][1] else None,
+            "puzzle_accuracy_beyond_singles": by_band[False][0] / by_band[False][1] if by_band[False][1] else None,
+            "singles_solvable": by_band[True][1] / n if n else 0.0,
         }
 
     def render(self, samples: list[str | None], path: Path, *, splits: Splits | None = None) -> Path:

@@ -54,6 +54,8 @@ __all__ = [
     "clue_problem",
     "item_problem",
     "is_valid_solution",
+    "solve_by_singles",
+    "DIFFICULTIES",
 ]
 
 DIGITS = "123456789"
@@ -271,10 +273,31 @@ def _seed_int(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0])
 
 
-def _pool_chunk(args: tuple[int, int, int, int]) -> list[tuple[str, str]]:
-    clues, seed, start, stop = args
+#: puzzle difficulty bands a generated split can be restricted to (see solve_by_singles)
+DIFFICULTIES = ("any", "singles", "beyond-singles")
+
+
+def _accepts(difficulty: str, puzzle: str) -> bool:
+    if difficulty == "any":
+        return True
+    singles = solve_by_singles(puzzle)[1] == 0
+    return singles if difficulty == "singles" else not singles
+
+
+def _base_puzzle(clues: int, seed: int, i: int, difficulty: str) -> tuple[str, str]:
+    """Base puzzle ``i``: the first of its seeded candidates in the difficulty band."""
+    for attempt in range(1000):
+        parts = (seed, clues, i) if attempt == 0 else (seed, clues, i, attempt)
+        pair = make_base_puzzle(clues, random.Random(_seed_int(*parts)))
+        if _accepts(difficulty, pair[0]):
+            return pair
+    raise ValueError(f"no {difficulty!r} puzzle with {clues} clues in 1000 tries: ask for another clue count")
+
+
+def _pool_chunk(args: tuple[int, int, int, int, str]) -> list[tuple[str, str]]:
+    clues, seed, start, stop, difficulty = args
     # each base puzzle has its own seed, so the pool does not depend on the chunking
-    return [make_base_puzzle(clues, random.Random(_seed_int(seed, clues, i))) for i in range(start, stop)]
+    return [_base_puzzle(clues, seed, i, difficulty) for i in range(start, stop)]
 
 
 def default_workers(workers: int | None = None) -> int:
@@ -289,13 +312,16 @@ def default_workers(workers: int | None = None) -> int:
 
 
 def base_pool(
-    size: int, *, clues: int = 30, seed: int = 0, workers: int | None = None
+    size: int, *, clues: int = 30, seed: int = 0, workers: int | None = None, difficulty: str = "any"
 ) -> list[tuple[str, str]]:
     """``size`` base puzzles made by :func:`make_base_puzzle`, seeded per puzzle.
 
     Args:
         size: number of base puzzles.
         clues: clues per puzzle (default 30).
+        difficulty: "any", or only puzzles :func:`solve_by_singles` solves ("singles"),
+            or only those it does not ("beyond-singles"); base puzzle ``i`` is then the
+            first of its seeded candidates in that band.
         seed: base seed; puzzle ``i`` depends only on (seed, clues, i).
         workers: processes to use (default: the usable cores, at most 8; 1 runs in
             this process). The result does not depend on it. Pools of 256 or more
@@ -306,10 +332,10 @@ def base_pool(
         raise ValueError(f"pool size must be >= 0, got {size}")
     n_workers = default_workers(workers)
     if n_workers == 1 or size < 256:  # starting processes costs more than it saves
-        return _pool_chunk((clues, seed, 0, size))
+        return _pool_chunk((clues, seed, 0, size, difficulty))
     n_chunks = n_workers * 4
     bounds = [size * k // n_chunks for k in range(n_chunks + 1)]
-    jobs = [(clues, seed, a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
+    jobs = [(clues, seed, a, b, difficulty) for a, b in zip(bounds, bounds[1:]) if b > a]
     try:
         with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
             chunks = list(pool.map(_pool_chunk, jobs))
@@ -419,6 +445,7 @@ def generate_puzzles(
     seed: int = 0,
     pool_size: int | None = None,
     workers: int | None = None,
+    difficulty: str = "any",
 ) -> list[SudokuItem]:
     """``n`` distinct Sudoku puzzles with unique solutions and exactly ``clues`` clues.
 
@@ -436,21 +463,26 @@ def generate_puzzles(
             :func:`default_pool_size`); the cost is linear in it, the variety of
             distinct (non-equivalent) puzzles grows with it.
         workers: processes for the pool (default: the usable cores, at most 8).
+        difficulty: "any" (default), "singles" or "beyond-singles" (see :func:`base_pool`;
+            the symmetries keep a puzzle in its band).
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if pool_size is None:
         pool_size = default_pool_size(n)
     if pool_size < 1:
         raise ValueError(f"pool_size must be >= 1, got {pool_size}")
-    return list(_generate(n, clues, seed, pool_size, workers))
+    return list(_generate(n, clues, seed, pool_size, workers, difficulty))
 
 
 @lru_cache(maxsize=6)
-def _generate(n: int, clues: int, seed: int, pool_size: int, workers: int | None) -> tuple[SudokuItem, ...]:
+def _generate(n: int, clues: int, seed: int, pool_size: int, workers: int | None,
+              difficulty: str = "any") -> tuple[SudokuItem, ...]:
     if n == 0:
         return ()
-    pool = base_pool(min(pool_size, n), clues=clues, seed=seed, workers=workers)
+    pool = base_pool(min(pool_size, n), clues=clues, seed=seed, workers=workers, difficulty=difficulty)
     rng = np.random.default_rng([seed, clues, n, pool_size])
     return tuple(expand_pool(pool, n, rng))
 
@@ -542,3 +574,41 @@ def item_problem(puzzle: str, solution: str) -> str | None:
                 f"has clue {p} but solution {s}"
             )
     return None
+
+
+# ------------------------------------------------------------------------ difficulty
+
+
+def solve_by_singles(puzzle: str) -> tuple[str, int]:
+    """Fill ``puzzle`` with the two simplest human strategies only; returns
+    ``(grid, blanks left)``.
+
+    - naked single: a blank whose row, column and box leave one digit;
+    - hidden single: a digit that fits only one blank of a row, column or box.
+
+    Applied until neither fills a cell. A puzzle with 0 blanks left is *singles
+    solvable*: no search, no pairs or chains (the easiest band of Kim, Shah et al.'s
+    strategy-filtered puzzles); the rest need more.
+    """
+    cells = [ord(ch) - 48 if ch != "." else 0 for ch in puzzle]
+    progress = True
+    while progress:
+        progress = False
+        cand = [0 if cells[i] else 511 & ~_peer_mask(cells, i) for i in range(81)]
+        for i in range(81):
+            if not cells[i] and _POP[cand[i]] == 1:
+                cells[i] = _DIGITS_OF[cand[i]][0]
+                progress = True
+        if progress:
+            continue
+        for unit in UNITS:
+            for d in range(1, 10):
+                bit = 1 << (d - 1)
+                spots = [i for i in unit if not cells[i] and cand[i] & bit]
+                if len(spots) == 1 and all(cells[i] != d for i in unit):
+                    cells[spots[0]] = d
+                    progress = True
+                    break
+            if progress:
+                break
+    return "".join(map(str, cells)), cells.count(0)

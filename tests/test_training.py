@@ -1,0 +1,169 @@
+"""Resumable training (a killed run resumes and ends where an uninterrupted one does),
+and data-parallel training under torchrun (2 gloo processes = 1 process, same global batch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqify.bench import TRAIN_STATE, BenchRequest, build_model, prepare_data, resolve_cell, Reporter
+from seqify.config import TrainConfig
+from seqify.io import load_checkpoint, save_checkpoint
+from seqify.training import Checkpointing, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SEQIFY = str(Path(sys.executable).parent / "seqify")
+CELL = ["--modality", "sudoku", "--orderer", "raster", "--generator", "causal", "--budget", "smoke", "--seed", "3"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+@pytest.fixture(scope="module")
+def cell_data():
+    req = BenchRequest(modality="sudoku", orderer="random", generator="masked", out=Path("unused"), budget="smoke",
+                       seed=0)
+    cell = resolve_cell(req)
+    return cell, prepare_data(cell, req, Reporter(), {})
+
+
+def _train(cell, data, cfg, checkpoint=None, on_step=None):
+    model = build_model(cell, data.spec, 0)
+    log = train(model, data.train, data.val, cell.train_orderer, cfg, device=torch.device("cpu"), seed=0,
+                checkpoint=checkpoint, on_step=on_step)
+    return model, log
+
+
+class Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_ends_where_an_uninterrupted_run_ends(cell_data, tmp_path):
+    cell, data = cell_data
+    cfg = TrainConfig(steps=24, batch_size=16, lr=1e-3, warmup_steps=3, eval_every=10, val_items=32)
+    whole, whole_log = _train(cell, data, cfg)
+
+    messages: list[str] = []
+    ck = Checkpointing(tmp_path / "state.pt", every=5, signature="run-a", log=messages.append)
+
+    def crash_at_13(step, loss):
+        if step == 13:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _train(cell, data, cfg, ck, on_step=crash_at_13)
+    assert load_checkpoint(ck.path)["step"] == 10
+    resumed, resumed_log = _train(cell, data, cfg, ck)
+    assert messages == [f"resuming from step 10 of 24 ({ck.path})"]
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, rtol=0, atol=1e-6, msg=name)
+    assert resumed_log.loss == whole_log.loss  # the log before the crash is kept, and the steps after match
+    assert resumed_log.val_loss == whole_log.val_loss
+    assert load_checkpoint(ck.path)["step"] == 24  # the end is saved too: a rerun trains nothing
+
+
+def test_state_of_another_run_or_a_damaged_file_is_not_resumed(cell_data, tmp_path):
+    cell, data = cell_data
+    cfg = TrainConfig(steps=6, batch_size=8, warmup_steps=1)
+    messages: list[str] = []
+    path = tmp_path / "state.pt"
+    _train(cell, data, cfg, Checkpointing(path, every=3, signature="run-a", log=messages.append))
+    _train(cell, data, cfg, Checkpointing(path, every=3, signature="run-b", log=messages.append))
+    assert "belongs to another run" in messages[-1] and "training from the start" in messages[-1]
+    path.write_bytes(b"not a checkpoint")
+    _train(cell, data, cfg, Checkpointing(path, every=3, signature="run-b", log=messages.append))
+    assert "cannot read the training state" in messages[-1] and str(path) in messages[-1]
+    assert load_checkpoint(path)["signature"] == "run-b"
+    messages.clear()
+    _train(cell, data, cfg, Checkpointing(path, every=3, signature="run-b", log=messages.append, resume=False))
+    assert messages == []  # --no-resume: trained from the start without looking
+
+
+def test_nonfinite_loss_stops_before_a_state_is_saved(cell_data, tmp_path):
+    cell, data = cell_data
+    cfg = TrainConfig(steps=6, batch_size=8, warmup_steps=1, lr=1e30, grad_clip=1e30)
+    model = build_model(cell, data.spec, 0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    path = tmp_path / "state.pt"
+    with pytest.raises(FloatingPointError, match="non-finite at or before step 0"):
+        train(model, data.train, None, cell.train_orderer, cfg, device=torch.device("cpu"), seed=0,
+              checkpoint=Checkpointing(path, every=1, signature="x"))
+    assert not path.exists()
+
+
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_killed_bench_resumes_from_its_checkpoint_when_the_command_is_rerun(tmp_path, monkeypatch):
+    """benchmarks/resume.py: SIGKILL at step 25, the same command again, an uninterrupted run."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = _benchmark("resume").main([*CELL[:-2], "--seed", "3", "--steps", "30", "--checkpoint-every", "10",
+                                      "--kill-at", "25", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "resume.json").read_text())
+    assert code == 0, summary
+    assert (summary["state_saved_at_step"], summary["resumed_from_step"]) == (20, 20)
+    assert summary["max_weight_difference"] <= 1e-6
+    assert summary["final_train_loss"]["resumed"] == summary["final_train_loss"]["whole"]
+    assert summary["nats_per_token"]["resumed"] == pytest.approx(summary["nats_per_token"]["whole"], abs=1e-6)
+    assert not summary["state_left_behind"]  # complete: nothing left to resume
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    assert [s for s, _ in whole["training"]["loss_curve"]][-1] == 29
+
+
+def test_two_gloo_processes_train_the_model_one_process_trains_on_the_same_global_batch(tmp_path):
+    """torchrun with 2 CPU processes (gloo): each takes half of every global batch;
+    the averaged gradients make the same steps as one process on the whole batch."""
+    config = tmp_path / "ddp.toml"
+    config.write_text("[train]\nsteps = 12\nbatch_size = 16\nlr = 3e-3\ncheckpoint_every = 6\n")
+    two, one = tmp_path / "two", tmp_path / "one"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--no-python",
+              SEQIFY, "bench", *CELL, "--device", "cpu", "--out", str(two), "--config", str(config)]
+    proc = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("results:") == 1  # rank 0 alone reports (and writes)
+    single = subprocess.run([SEQIFY, "bench", *CELL, "--device", "cpu", "--out", str(one), "--config", str(config)],
+                            env=_env(), capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+
+    r2, r1 = (json.loads((d / "results.json").read_text()) for d in (two, one))
+    assert (r2["training"]["processes"], r2["training"]["items_per_process"]) == (2, 8)  # each took half
+    assert (r1["training"]["processes"], r1["training"]["items_per_process"]) == (1, 16)
+    a, b = load_checkpoint(two / "checkpoint.pt")["model"], load_checkpoint(one / "checkpoint.pt")["model"]
+    for name in b:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
+    for (s2, l2), (s1, l1) in zip(r2["training"]["loss_curve"], r1["training"]["loss_curve"], strict=True):
+        assert s2 == s1 and l2 == pytest.approx(l1, abs=1e-4)
+    # it trained: the comparison is not between two copies of the initial weights
+    req = BenchRequest(modality="sudoku", orderer="raster", generator="causal", out=one, budget="smoke", seed=3)
+    cell = resolve_cell(req)
+    initial = build_model(cell, prepare_data(cell, req, Reporter(), {}).spec, 3).state_dict()
+    assert max(float((initial[k] - b[k]).abs().max()) for k in b) > 1e-3
+
+
+def test_odd_global_batch_is_refused_with_the_reason(cell_data, monkeypatch):
+    from seqify import distributed
+
+    cell, data = cell_data
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Ctx(rank=0, world_size=3))
+    with pytest.raises(ValueError, match="batch_size 16 is not divisible by the 3 processes"):
+        _train(cell, data, TrainConfig(steps=1, batch_size=16))
+
+
+def test_matrix_refuses_torchrun(tmp_path):
+    proc = subprocess.run([SEQIFY, "matrix", "--modalities", "sudoku", "--orderers", "raster", "--out", str(tmp_path)],
+                          env={**_env(), "WORLD_SIZE": "2"}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "seqify bench" in proc.stderr and "torchrun" in proc.stderr
