@@ -11,6 +11,7 @@ import hashlib
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,7 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
     generator_name = req.generator or default_generator(registry, req.orderer)
     generator_cls = registry.get("generator", generator_name)
 
-    budget = for_dataset(modality.budget(req.budget), dataset, tokenizer_name)
+    budget = for_dataset(modality.budget(req.budget), dataset, tokenizer_name, generator_name)
     file_data = load_config_file(req.config_file) if req.config_file else None
     cli = dict(req.overrides)
     if req.steps is not None:
@@ -414,7 +415,8 @@ def generate_and_measure(
     return metrics, files
 
 
-def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int):
+def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int,
+                     log: Callable[[str], None] | None = None):
     """For a complete-task modality, a probe for :func:`seqify.training.train`: complete
     the first ``n`` validation items with the cell's inference orderer (the evaluation
     temperature, the ``validation`` stream, forked) and return the modality's numeric
@@ -442,7 +444,11 @@ def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int):
             except (ValueError, KeyError):
                 samples.append(None)
         found = cell.modality.evaluate(samples, reference, templates=templates)
-        return {k: v for k, v in found.items() if isinstance(v, float)}
+        values = {k: v for k, v in found.items() if isinstance(v, float)}
+        if log is not None:
+            log(f"validation probe ({n} items, {cell.names['orderer']}): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        return values
 
     return probe
 
@@ -594,7 +600,7 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
             model, data.train, data.val, cell.train_orderer, cfg.train, device=device, seed=req.seed,
             on_step=lambda step, loss: rep.advance(1, f"loss {loss:.3f}"),
             checkpoint=resumable if cfg.train.checkpoint_every else None,
-            probe=completion_probe(cell, data, n=cfg.train.probe_items, device=device, seed=req.seed),
+            probe=completion_probe(cell, data, n=cfg.train.probe_items, device=device, seed=req.seed, log=rep.log),
         )
         timings["train_s"] = time.perf_counter() - t
         train_info = log.as_dict()

@@ -80,14 +80,19 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def for_dataset(preset: dict[str, Any], dataset: str, tokenizer: str | None = None) -> dict[str, Any]:
+def for_dataset(preset: dict[str, Any], dataset: str, tokenizer: str | None = None,
+                generator: str | None = None) -> dict[str, Any]:
     """A budget preset with its ``per_dataset[dataset]`` entry, then its
-    ``per_tokenizer[tokenizer]`` entry, merged in and both tables dropped (the shape
-    ``Modality.budget`` may return; a tokenizer entry holds, e.g., the steps a learned
-    tokenizer fits for under this budget)."""
-    base = {k: v for k, v in preset.items() if k not in ("per_dataset", "per_tokenizer")}
-    base = deep_merge(base, preset.get("per_dataset", {}).get(dataset, {}))
-    return deep_merge(base, preset.get("per_tokenizer", {}).get(tokenizer, {}) if tokenizer else {})
+    ``per_tokenizer[tokenizer]`` entry, then its ``per_generator[generator]`` entry
+    merged in and the three tables dropped (the shape ``Modality.budget`` may return; a
+    tokenizer entry holds, e.g., the steps a learned tokenizer fits for under this
+    budget; a generator entry, settings only that generator takes)."""
+    tables = ("per_dataset", "per_tokenizer", "per_generator")
+    base = {k: v for k, v in preset.items() if k not in tables}
+    for table, name in zip(tables, (dataset, tokenizer, generator)):
+        if name:
+            base = deep_merge(base, preset.get(table, {}).get(name, {}))
+    return base
 
 
 def budget_preset(presets: dict[str, dict[str, Any]], budget: str, dataset: str | None = None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 import pytest
 
-from seqify.config import BenchConfig, deep_merge, load_config_file, resolve_config, validate_model
+from seqify.config import BenchConfig, deep_merge, for_dataset, load_config_file, resolve_config, validate_model
 from seqify.errors import ConfigError
 
 
@@ -46,3 +46,24 @@ def test_deep_merge_does_not_mutate():
     base = {"a": {"b": 1}}
     out = deep_merge(base, {"a": {"c": 2}})
     assert out == {"a": {"b": 1, "c": 2}} and base == {"a": {"b": 1}}
+
+
+def test_budget_tables_merge_dataset_then_tokenizer_then_generator():
+    preset = {
+        "train": {"steps": 10, "lr": 1.0},
+        "per_dataset": {"qm9": {"train": {"steps": 20}}},
+        "per_tokenizer": {"vq": {"train": {"lr": 2.0}}},
+        "per_generator": {"masked": {"generator": {"axis_heads": True}, "train": {"lr": 3.0}}},
+    }
+    assert for_dataset(preset, "qm9", "vq", "masked") == {
+        "train": {"steps": 20, "lr": 3.0}, "generator": {"axis_heads": True}}
+    assert for_dataset(preset, "zinc", "vq", "causal") == {"train": {"steps": 10, "lr": 2.0}}
+    assert for_dataset(preset, "zinc") == {"train": {"steps": 10, "lr": 1.0}}
+
+
+def test_sudoku_quick_budget_gives_axis_heads_to_the_masked_generator_only(tmp_path):
+    from seqify.bench import BenchRequest, resolve_cell
+
+    masked = resolve_cell(BenchRequest(modality="sudoku", orderer="margin", generator="masked", out=tmp_path))
+    causal = resolve_cell(BenchRequest(modality="sudoku", orderer="raster", generator="causal", out=tmp_path))
+    assert masked.generator_config.axis_heads and not causal.generator_config.axis_heads

@@ -124,34 +124,25 @@ def test_killed_bench_resumes_from_its_checkpoint_when_the_command_is_rerun(tmp_
     assert [s for s, _ in whole["training"]["loss_curve"]][-1] == 29
 
 
-def test_two_gloo_processes_train_the_model_one_process_trains_on_the_same_global_batch(tmp_path):
-    """torchrun with 2 CPU processes (gloo): each takes half of every global batch;
-    the averaged gradients make the same steps as one process on the whole batch."""
-    config = tmp_path / "ddp.toml"
-    config.write_text("[train]\nsteps = 12\nbatch_size = 16\nlr = 3e-3\ncheckpoint_every = 6\n")
-    two, one = tmp_path / "two", tmp_path / "one"
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "--no-python",
-              SEQIFY, "bench", *CELL, "--device", "cpu", "--out", str(two), "--config", str(config)]
-    proc = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("results:") == 1  # rank 0 alone reports (and writes)
-    single = subprocess.run([SEQIFY, "bench", *CELL, "--device", "cpu", "--out", str(one), "--config", str(config)],
-                            env=_env(), capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr
-
-    r2, r1 = (json.loads((d / "results.json").read_text()) for d in (two, one))
-    assert (r2["training"]["processes"], r2["training"]["items_per_process"]) == (2, 8)  # each took half
-    assert (r1["training"]["processes"], r1["training"]["items_per_process"]) == (1, 16)
-    a, b = load_checkpoint(two / "checkpoint.pt")["model"], load_checkpoint(one / "checkpoint.pt")["model"]
-    for name in b:
-        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5, msg=name)
-    for (s2, l2), (s1, l1) in zip(r2["training"]["loss_curve"], r1["training"]["loss_curve"], strict=True):
+def test_two_gloo_processes_train_the_model_one_process_trains_on_the_same_global_batch(tmp_path, monkeypatch):
+    """benchmarks/distributed.py: torchrun with 2 CPU processes (gloo), each on half of
+    every global batch; the averaged gradients make the steps one process makes."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    code = _benchmark("distributed").main(["--nproc", "2", "--steps", "12", "--batch-size", "16", "--seed", "3",
+                                           "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "distributed.json").read_text())
+    assert code == 0, summary
+    assert (summary["processes"], summary["items_per_process"], summary["single_items_per_step"]) == (2, 8, 16)
+    assert summary["reports_printed"] == 1  # rank 0 alone reports (and writes)
+    assert summary["max_weight_difference"] <= 1e-5
+    for (s2, l2), (s1, l1) in zip(*summary["loss_curve"].values(), strict=True):
         assert s2 == s1 and l2 == pytest.approx(l1, abs=1e-4)
     # it trained: the comparison is not between two copies of the initial weights
-    req = BenchRequest(modality="sudoku", orderer="raster", generator="causal", out=one, budget="smoke", seed=3)
+    req = BenchRequest(modality="sudoku", orderer="raster", generator="causal", out=tmp_path, budget="smoke", seed=3)
     cell = resolve_cell(req)
     initial = build_model(cell, prepare_data(cell, req, Reporter(), {}).spec, 3).state_dict()
-    assert max(float((initial[k] - b[k]).abs().max()) for k in b) > 1e-3
+    trained = load_checkpoint(tmp_path / "nproc1" / "checkpoint.pt")["model"]
+    assert max(float((initial[k] - trained[k]).abs().max()) for k in trained) > 1e-3
 
 
 def test_odd_global_batch_is_refused_with_the_reason(cell_data, monkeypatch):

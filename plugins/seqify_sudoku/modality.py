@@ -44,10 +44,14 @@ SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
         "size": "micro",
     },
     "quick": {
-        "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "val_items": 256},
+        "train": {"steps": 2000, "batch_size": 64, "lr": 1e-3, "warmup_steps": 100, "val_items": 256,
+                  "eval_every": 250, "probe_items": 128},
         "eval": {"n_test": 256, "n_samples": 256, "temperature": 0.0},
         "data": {"limit": 20_000},
         "size": "small",
+        # structure-aware attention: one head each for row, column and box (the masked
+        # generator and the learned order built on it; the causal one has no such heads)
+        "per_generator": {"masked": {"generator": {"axis_heads": True}}},
     },
     "full": {
         "train": {
@@ -61,6 +65,7 @@ SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
         "eval": {"n_test": 1_000, "n_samples": 1_000, "batch_size": 500, "temperature": 0.0},
         "data": {"limit": 200_000},
         "size": "base",
+        "per_generator": {"masked": {"generator": {"axis_heads": True}}},
     },
 }
 
