@@ -111,13 +111,13 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     metrics = sorted({r["reconstruction_metric"] for r in rows if r["reconstruction_metric"] not in ("", "lossless")})
     xlabel = f"reconstruction error ({', '.join(metrics) or 'none'}; lossless = 0)"
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
-    for r in rows:
+    markers = "osD^vP*Xhp<>"
+    for n, r in enumerate(rows):  # a legend, not labels at the points: close points would overprint them
         x = r["reconstruction_error"] if isinstance(r["reconstruction_error"], (int, float)) else 0.0
-        y = r["bits_per_item"]
-        ax.scatter([x], [y], s=40)
-        ax.annotate(f"{r['tokenizer']}\n{r['tokens_per_item']:.0f} tok, top-1 {r['top1_accuracy']:.2f}"
-                    if isinstance(r["tokens_per_item"], (int, float)) else r["tokenizer"],
-                    (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        label = (f"{r['tokenizer']}: {r['tokens_per_item']:.0f} tok, top-1 {r['top1_accuracy']:.2f}"
+                 if isinstance(r["tokens_per_item"], (int, float)) else r["tokenizer"])
+        ax.scatter([x], [r["bits_per_item"]], s=45, marker=markers[n % len(markers)], label=label)
+    ax.legend(fontsize=7, loc="best")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test bits per item (lower: easier to model)")
     ax.set_title(title, fontsize=10)

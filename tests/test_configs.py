@@ -14,6 +14,8 @@ CASES = {
     "zinc_masked_quick.toml": dict(modality="molecule", dataset="zinc250k", orderer="random", generator="masked"),
     **{f"pc_coords_{sort}.toml": dict(modality="pointcloud", tokenizer="coords", orderer="raster", generator="causal")
        for sort in ("zyx", "morton", "random")},
+    **{f"image_crt_w{w}.toml": dict(modality="image", tokenizer="vq-crt", orderer="raster", generator="causal")
+       for w in ("0", "0.003", "0.03", "3")},
 }
 
 
@@ -23,10 +25,12 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_config_resolves(name, tmp_path):
-    budget = "quick" if "quick" in name or name.startswith("pc_") else "full"
+    budget = "quick" if "quick" in name or name.startswith(("pc_", "image_")) else "full"
     cell = resolve_cell(BenchRequest(out=tmp_path, budget=budget, config_file=CONFIGS / name, **CASES[name]))
     if name.startswith("pc_coords_"):  # the point order of the coords tokenizer (benchmarks/run_pointclouds.sh)
         assert cell.tokenizer.sort == name.removeprefix("pc_coords_").removesuffix(".toml")
+    elif name.startswith("image_crt_w"):  # the CRT weight sweep (benchmarks/run_aligned.sh)
+        assert cell.tokenizer.options.crt_weight == float(name.removeprefix("image_crt_w").removesuffix(".toml"))
     elif budget == "full":
         assert cell.config.train.steps >= 50_000
     else:

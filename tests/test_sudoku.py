@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqify.config import resolve_config
+from seqify.config import for_dataset, resolve_config
 from seqify.data import RowReport
 from seqify.errors import ConfigError, DataError, UnknownComponentError
 from seqify.protocols import Modality, Splits, Tokenizer
@@ -352,7 +352,9 @@ def test_load_errors_are_clear(tmp_path):
 
 def test_budgets_validate_as_bench_configs():
     m = Sudoku()
-    configs = {b: resolve_config(m.budget(b)) for b in ("smoke", "quick", "full")}
+    configs = {b: resolve_config(for_dataset(m.budget(b), "generated", "cell", "causal")) for b in ("smoke", "quick", "full")}
+    assert resolve_config(for_dataset(m.budget("quick"), "generated", "cell", "masked")).generator == {"axis_heads": True}
+    assert configs["quick"].generator == {}  # the causal generator has no axis heads
     assert configs["smoke"].train.steps == 20 and configs["smoke"].data.limit == 256
     assert configs["smoke"].train.steps < configs["quick"].train.steps < configs["full"].train.steps
     m.budget("smoke")["train"]["steps"] = 999  # a copy: the preset is not changed

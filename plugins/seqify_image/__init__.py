@@ -1,5 +1,5 @@
-"""Built-in image plugin: the ``image`` modality and its ``pixels``, ``vq`` and
-``next-scale`` tokenizers.
+"""Built-in image plugin: the ``image`` modality and its ``pixels``, ``vq``,
+``next-scale``, ``vq-causal``, ``vq-crt`` and ``flextok`` tokenizers.
 
 Modules: :mod:`~seqify_image.items` (the ImageItem datum), :mod:`~seqify_image.data`
 (MNIST, digits, your folder or array), :mod:`~seqify_image.pixels` (pixel tokenizer),
@@ -39,5 +39,23 @@ def register_tokenizers(register):
         "next-scale",
         "seqify_image.nextscale:NextScaleTokenizer",
         "Next-scale (VAR-style) multi-scale codes, coarse to fine, one block per scale.",
+        modality="image",
+    )
+    register(
+        "vq-causal",
+        "seqify_image.aligned:VQCausalTokenizer",
+        "AliTok-style VQ codes: encoder trained through a causal decoder, then a bidirectional decoder on frozen codes.",
+        modality="image",
+    )
+    register(
+        "vq-crt",
+        "seqify_image.aligned:VQCRTTokenizer",
+        "Causally regularized VQ codes (CRT): a next-latent prediction loss, weighted by crt_weight, shapes the tokens.",
+        modality="image",
+    )
+    register(
+        "flextok",
+        "seqify_image.aligned:FlexTokTokenizer",
+        "A 1-D sequence of 32 codes trained with nested dropout, so every prefix decodes to a coarse image.",
         modality="image",
     )

@@ -35,7 +35,9 @@ IMAGE_BUDGETS: dict[str, dict[str, Any]] = {
         "size": "micro",
         "modality": {"classifier": {"steps": 150}},
         # learned tokenizers fit for a few steps only: seconds, not minutes
-        "per_tokenizer": {"vq": {"tokenizer": {"fit_steps": 30}}, "next-scale": {"tokenizer": {"fit_steps": 30}}},
+        "per_tokenizer": {**{name: {"tokenizer": {"fit_steps": 30}}
+                             for name in ("vq", "next-scale", "vq-crt", "flextok")},
+                          "vq-causal": {"tokenizer": {"fit_steps": 30, "decoder_steps": 20}}},
     },
     "quick": {
         "train": {"steps": 2000, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100, "val_items": 200},

@@ -109,6 +109,14 @@ class AutoencoderTokenizer(BaseTokenizer):
     def _spec(self) -> TokenizerSpec:
         raise NotImplementedError
 
+    def _fit_model(self, model: VQAutoencoder, x_N1RR: torch.Tensor, *, device: torch.device | None,
+                   seed: int) -> dict[str, Any]:
+        """Train ``model`` in place on ``x_N1RR`` (one :func:`fit_autoencoder` run here;
+        a subclass may train in stages) and return its statistics."""
+        o = self.options
+        return fit_autoencoder(model, x_N1RR, steps=o.fit_steps, batch_size=min(o.fit_batch_size, len(x_N1RR)),
+                               lr=o.lr, device=device, seed=seed)
+
     # ------------------------------------------------------------ common
 
     @property
@@ -170,8 +178,7 @@ class AutoencoderTokenizer(BaseTokenizer):
         o = self.options
         x_N1RR = images_to_tensor(self._pixels(items), o.resolution)
         model = build_seeded(self._build, seed)
-        stats = fit_autoencoder(model, x_N1RR, steps=o.fit_steps, batch_size=min(o.fit_batch_size, len(x_N1RR)),
-                                lr=o.lr, device=device, seed=seed)
+        stats = self._fit_model(model, x_N1RR, device=device, seed=seed)
         self._model = model
         codes = []
         for start in range(0, len(x_N1RR), _CHUNK):
@@ -318,11 +325,11 @@ class VQTokenizer(AutoencoderTokenizer):
         g = self.grid
         coords_L2 = tokens.coords.long().cpu()
         if len(tokens) != g * g or coords_L2.shape[1] != 2 or bool((coords_L2 < 0).any() | (coords_L2 >= g).any()):
-            raise ValueError(f"vq tokenizer: expected {g * g} slots with (row, col) coordinates in [0, {g}), got "
-                             f"{len(tokens)} slots with coordinates of shape {tuple(coords_L2.shape)}")
+            raise ValueError(f"{self.name} tokenizer: expected {g * g} slots with (row, col) coordinates in "
+                             f"[0, {g}), got {len(tokens)} slots with coordinates of shape {tuple(coords_L2.shape)}")
         flat_L = coords_L2[:, 0] * g + coords_L2[:, 1]
         if torch.unique(flat_L).numel() != g * g:
-            raise ValueError(f"vq tokenizer: the slots do not cover the {g}x{g} grid once each")
+            raise ValueError(f"{self.name} tokenizer: the slots do not cover the {g}x{g} grid once each")
         values_L = tokens.values.long().cpu()
         if bool((values_L < 0).any() | (values_L >= self.options.codebook_size).any()):
             return None

@@ -25,7 +25,9 @@ the quantizer was just given, so the whole codebook stays in use.
 
 :func:`fit_autoencoder` trains either model with Adam on reconstruction MSE plus the
 quantizer loss, from a ``torch.Generator`` seed (batches, re-seeding); the caller seeds
-the initial weights (see :func:`build_seeded`).
+the initial weights (see :func:`build_seeded`). A subclass adds a loss or a
+training-only path through :meth:`VQAutoencoder.training_losses` (the aligned
+autoencoders of :mod:`seqify_image.alignnet` do).
 """
 
 from __future__ import annotations
@@ -398,6 +400,20 @@ class VQAutoencoder(nn.Module):
         f_hat_BDhw, vq_loss, codes = self.quantizer(self.encode_f(x_B1HW))
         return self.decode_f(f_hat_BDhw), vq_loss, codes
 
+    def training_losses(self, x_B1HW: torch.Tensor, rng: torch.Generator
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One training step's reconstruction ``[B, 1, R, R]``, quantizer loss and extra
+        loss (0 here): the hook through which a subclass adds a loss or a training-only
+        path (see :mod:`seqify_image.alignnet`). ``rng`` is :func:`fit_autoencoder`'s
+        generator, for anything random; torch's global random state must stay untouched."""
+        recon_B1HW, vq_loss, _ = self(x_B1HW)
+        return recon_B1HW, vq_loss, vq_loss.new_zeros(())
+
+    def output_biases(self) -> list[torch.Tensor]:
+        """The biases of the output layers, which :func:`fit_autoencoder` starts at the
+        logit of the mean pixel."""
+        return [self.decoder[-1].bias]
+
     @torch.no_grad()
     def encode_codes(self, x_B1HW: torch.Tensor) -> list[torch.Tensor]:
         """Codes per scale, ``[codes_Bpp]`` coarse to fine."""
@@ -463,8 +479,10 @@ def fit_autoencoder(
     seed: int = 0,
     reseed_every: int = 25,
     log: Callable[[str], None] | None = None,
+    parameters: Sequence[nn.Parameter] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` (in place) with Adam on reconstruction MSE plus the quantizer loss.
+    """Train ``model`` (in place) with Adam on reconstruction MSE plus the quantizer loss
+    plus the model's extra loss (:meth:`VQAutoencoder.training_losses`).
 
     The output bias starts at the logit of the mean pixel and the codebook on the
     first batch's latent vectors; every ``reseed_every`` steps (until 90% of the
@@ -484,10 +502,13 @@ def fit_autoencoder(
         seed: seeds batch sampling and code re-seeding.
         reseed_every: steps between dead-code re-seeds.
         log: called with a progress line every tenth of the steps.
+        parameters: the parameters to train (None: all of the model's). When the
+            codebook is not among them it is frozen: neither initialised nor re-seeded.
 
     Returns:
-        Training statistics: ``seconds``, ``final_recon_mse`` (mean of the last
-        tenth of the steps), ``codes_reseeded`` (total, after initialisation).
+        Training statistics: ``seconds``, ``final_recon_mse`` and ``final_extra_loss``
+        (means of the last tenth of the steps), ``codes_reseeded`` (total, after
+        initialisation).
     """
     if steps < 1 or batch_size < 1:
         raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
@@ -501,11 +522,13 @@ def fit_autoencoder(
     rng = torch.Generator().manual_seed(int(seed))
     model.to(dev).train()
     x_N1HW = x_N1HW.to(dev, torch.float32)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    params = list(model.parameters() if parameters is None else parameters)
+    train_codebook = any(p is model.codebook.weight for p in params)
+    opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps)))
     N = len(x_N1HW)
     perm = torch.randperm(N, generator=rng)
-    cursor, reseeded, recon_tail = 0, 0, []
+    cursor, reseeded, recon_tail, extra_tail = 0, 0, [], []
     t0 = time.perf_counter()
 
     def next_batch() -> torch.Tensor:
@@ -518,24 +541,26 @@ def fit_autoencoder(
 
     with torch.no_grad():  # the output starts at the mean pixel
         mean = float(x_N1HW.mean().clamp(0.02, 0.98))
-        model.decoder[-1].bias.fill_(math.log(mean / (1.0 - mean)))
-    # initialise the codebook on data: one pass of the quantizer, then every code re-seeded
-    with torch.no_grad():
-        model.quantizer(model.encode_f(next_batch()))
-    model.codebook.reseed_dead(rng, all_codes=True)
+        for bias in model.output_biases():
+            bias.fill_(math.log(mean / (1.0 - mean)))
+    if train_codebook:  # initialise the codebook on data: one pass of the quantizer, then every code re-seeded
+        with torch.no_grad():
+            model.quantizer(model.encode_f(next_batch()))
+        model.codebook.reseed_dead(rng, all_codes=True)
 
     for step in range(steps):
         xb_B1HW = next_batch()
-        recon_B1HW, vq_loss, _ = model(xb_B1HW)
+        recon_B1HW, vq_loss, extra_loss = model.training_losses(xb_B1HW, rng)
         recon = F.mse_loss(recon_B1HW, xb_B1HW)
-        loss = recon + vq_loss
+        loss = recon + vq_loss + extra_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step >= steps - max(1, steps // 10):
             recon_tail.append(float(recon.detach()))
-        if (step + 1) % reseed_every == 0 and step + 1 < int(0.9 * steps):
+            extra_tail.append(float(extra_loss.detach()))
+        if train_codebook and (step + 1) % reseed_every == 0 and step + 1 < int(0.9 * steps):
             dead_K = model.codebook.reseed_dead(rng)
             reseeded += int(dead_K.sum())
             state = opt.state.get(model.codebook.weight, {})
@@ -546,12 +571,13 @@ def fit_autoencoder(
             model.codebook.recent_ND = None  # a re-seed draws from the vectors of its own step only
         if log is not None and (step + 1) % max(1, steps // 10) == 0:
             log(f"step {step + 1}/{steps}: recon {float(recon):.4f} vq {float(vq_loss):.4f} "
-                f"({time.perf_counter() - t0:.0f}s)")
+                f"extra {float(extra_loss):.4f} ({time.perf_counter() - t0:.0f}s)")
     model.codebook.recent_ND = None
     model.codebook.usage_K.zero_()
     model.cpu().eval()
     return {
         "seconds": time.perf_counter() - t0,
         "final_recon_mse": float(np.mean(recon_tail)) if recon_tail else float("nan"),
+        "final_extra_loss": float(np.mean(extra_tail)) if extra_tail else float("nan"),
         "codes_reseeded": reseeded,
     }
