@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= runs/demo
+SEED ?= 0
 
 .PHONY: install system-deps test test-all demo clean
 
@@ -41,9 +42,9 @@ test-all: install
 # The Sudoku ordering study: one masked model trained on random orders, solved four ways,
 # beside a causal model trained and solved in raster order (both cells land in one table).
 demo: install
-	$(BIN)/seqify matrix --modalities sudoku --orderers margin,top-prob,random,raster --generators masked \
-		--train-orderer random --budget quick --seed 0 --out $(OUT)
-	$(BIN)/seqify matrix --modalities sudoku --orderers raster --generators causal --budget quick --seed 0 --out $(OUT)
+	$(BIN)/seqify matrix --modalities sudoku --orderers margin,top-prob,entropy,random,raster --generators masked \
+		--train-orderer random --budget quick --seed $(SEED) --out $(OUT)
+	$(BIN)/seqify matrix --modalities sudoku --orderers raster --generators causal --budget quick --seed $(SEED) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
