@@ -240,15 +240,15 @@ def _check(cell: Cell, spec) -> str | None:
 
 
 def pick_device(name: str):
-    """The device for ``name`` ("auto", "cpu", "cuda", "cuda:N"); under torchrun, "auto"
-    and "cuda" mean this process's GPU (``cuda:LOCAL_RANK``)."""
+    """The device for ``name`` ("auto", "cpu" or "cuda"); under torchrun, "auto" and
+    "cuda" mean this process's GPU (``cuda:LOCAL_RANK``)."""
     import os
 
     import torch
 
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: 'cuda' was asked for but torch sees no CUDA device (use --device auto or cpu)")
     if name == "cuda" and "LOCAL_RANK" in os.environ:
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))

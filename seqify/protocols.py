@@ -287,6 +287,15 @@ class TrainableModel(Protocol):
 
 
 @runtime_checkable
+class HasParamGroups(Protocol):
+    """A model that asks for its own optimizer groups (e.g. an order policy at another
+    learning rate, without weight decay). :func:`seqify.training.train` builds AdamW
+    from them; each group's ``lr_scale`` (default 1) multiplies the scheduled rate."""
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
 class TrainableOrderer(Orderer, Protocol):
     """An orderer that trains together with the generator (``learned = True``), as
     LO-ARM's order policy does. The runner trains, scores, samples and checkpoints

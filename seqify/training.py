@@ -18,7 +18,7 @@ from seqify import distributed, seeding
 from seqify.config import TrainConfig
 from seqify.dataset import TokenTable
 from seqify.io import load_checkpoint, save_checkpoint
-from seqify.protocols import Orderer, TrainableModel
+from seqify.protocols import HasParamGroups, Orderer, TrainableModel
 
 #: version of the resumable training state; a state of another version is not resumed
 STATE_FORMAT = 1
@@ -213,7 +213,8 @@ def train(
     batch_rng = seeding.generator(seed, "batches")
     hooks = model if isinstance(model, TrainableModel) else None
     model.to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    groups = model.param_groups(cfg.lr, cfg.weight_decay) if isinstance(model, HasParamGroups) else None
+    opt = torch.optim.AdamW(groups or model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     n = len(train_table)
     perm = torch.randperm(n, generator=batch_rng)
     cursor, start, seconds_before = 0, 0, 0.0
@@ -282,7 +283,7 @@ def train(
             order = orderer.train_orders(batch, progress=progress, rng=order_rng).to(device)
         log.items_per_process = batch.batch_size
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if hooks is not None:
             hooks.set_progress(progress)
         with autocast(device):
@@ -317,7 +318,7 @@ def train(
     if ctx.is_main and val_table is not None and len(val_table):
         v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed)
         log.val_loss.append((cfg.steps, round(v, 5)))
-    if ctx.is_main and start < cfg.steps:  # a resumed run that had finished has probed already
+    if ctx.is_main:
         _run_probe(probe, model, cfg.steps, log)
     log.seconds = seconds_before + time.perf_counter() - t0
     model.eval()

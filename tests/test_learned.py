@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from importlib.metadata import entry_points
+from types import SimpleNamespace
 
 import pytest
 import torch
 from pydantic import ValidationError
+from torch import nn
 
 from seqify.dataset import TokenTable
 from seqify.errors import NotApplicableError
@@ -21,6 +24,7 @@ from seqify_learned.model import (
     PosteriorGraph,
     masked_entropy,
     plackett_luce_log_prob,
+    plackett_luce_prefix_log_prob,
     rloo_surrogate,
     slot_graph,
 )
@@ -335,6 +339,246 @@ def test_entropy_helper():
     mask = torch.tensor([[True, True, False, False], [False, False, False, False]])
     ent = masked_entropy(logits, mask)
     assert ent[0].item() == pytest.approx(math.log(2)) and ent[1].item() == 0.0
+
+
+# ------------------------------------------------------------------ LO-ARM's exact next-slot estimator
+
+# three free digits, nothing given: every order of the 3 slots can be enumerated
+DIGITS3 = TokenizerSpec(kinds=(KindSpec("digit", 3),), coord_names=("pos",), coord_sizes=(3,), max_len=3)
+
+
+def digits3_items(n: int, seed: int = 0) -> list[TokenSet]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        TokenSet(torch.randint(0, 3, (3,), generator=g), torch.zeros(3, dtype=torch.long), torch.arange(3)[:, None],
+                 torch.zeros(3, dtype=torch.bool))
+        for _ in range(n)
+    ]
+
+
+def order_starting_with(batch, prefix: list[int]) -> OrderBatch:
+    """Blocks-of-one orders of a 1-item batch that fill ``prefix`` first, then the rest by index."""
+    priority = torch.arange(batch.values.shape[1], dtype=torch.float32)[None] + 100.0
+    for t, slot in enumerate(prefix):
+        priority[0, slot] = float(t)
+    return OrderBatch.from_priorities(batch, priority)
+
+
+def enumerated_elbo_per_slot(model: LearnedOrderModel, item_batch) -> torch.Tensor:
+    """``(1/n) sum_i sum_{z_<i} q(z_<i | x) F(z_<i, x)``, every prefix enumerated (differentiable)."""
+    slots = item_batch.target[0].nonzero().flatten().tolist()
+    n = len(slots)
+    scores = model.posterior_scores(item_batch)
+    total = torch.zeros(())
+    for i in range(n):
+        for prefix in itertools.permutations(slots, i):
+            order = order_starting_with(item_batch, list(prefix))
+            step = torch.tensor([i])
+            logq = plackett_luce_prefix_log_prob(scores, order, step)
+            total = total + logq.exp()[0] * model.next_slot_terms(item_batch, order, step, scores)["F"][0] / n
+    return total
+
+
+def test_next_slot_term_is_the_q_weighted_sum_over_open_slots_scored_one_by_one():
+    _, model = build(SUDOKU4)
+    randomize_heads(model, scale=1.0)
+    batch = collate(sudoku4_items(1, seed=13))
+    with torch.no_grad():
+        scores = model.posterior_scores(batch)
+        free = batch.target[0].nonzero().flatten().tolist()
+        prefix = free[:3]
+        terms = model.next_slot_terms(batch, order_starting_with(batch, prefix), torch.tensor([3]), scores)
+        open_ = [j for j in free if j not in prefix]
+        q = torch.softmax(scores[0, open_].double(), 0)
+        by_hand = 0.0
+        for qj, j in zip(q.tolist(), open_):
+            # the same step scored by the sequential walk along an order that fills j next
+            scored, _ = model.score(batch, order_starting_with(batch, prefix + [j]))
+            by_hand += qj * (float(scored.logp[0, j]) - math.log(qj))
+    assert float(terms["F"][0]) == pytest.approx(by_hand, abs=1e-4)
+    assert float(terms["log_open"][0]) == pytest.approx(math.log(len(open_)))
+
+
+def test_prefix_log_q_is_the_plackett_luce_formula_on_the_first_steps():
+    _, model = build(SUDOKU4)
+    randomize_heads(model, scale=2.0)
+    batch = collate(sudoku4_items(3, seed=14))
+    with torch.no_grad():
+        rep, scores, order, logq = model.posterior_orders(batch, 1, rng=torch.Generator().manual_seed(0))
+    n = rep.target.sum(1)
+    assert torch.allclose(plackett_luce_prefix_log_prob(scores, order, n), logq)  # the whole order
+    assert torch.equal(plackett_luce_prefix_log_prob(scores, order, torch.zeros_like(n)), torch.zeros(3))
+    for r in range(3):
+        pred = [int(i) for i, b in zip(order.perm[r], order.block[r]) if b >= 0]
+        remaining, by_hand = list(pred), 0.0
+        for i in pred[:4]:
+            by_hand += float(scores[r, i] - torch.logsumexp(scores[r, remaining], 0))
+            remaining.remove(i)
+        got = plackett_luce_prefix_log_prob(scores[r : r + 1], order.rows(slice(r, r + 1)), torch.tensor([4]))
+        assert float(got) == pytest.approx(by_hand, abs=1e-4)
+
+
+def test_exact_next_estimate_is_unbiased_for_the_enumerated_elbo():
+    _, model = build(DIGITS3)
+    randomize_heads(model, scale=1.5)
+    model.eval()
+    item = collate(digits3_items(1, seed=1))
+    with torch.no_grad():
+        exact = float(enumerated_elbo_per_slot(model, item))
+        # the ELBO itself, every one of the 3! orders walked exactly
+        scores = model.posterior_scores(item)
+        elbo = 0.0
+        for perm in itertools.permutations(range(3)):
+            order = order_starting_with(item, list(perm))
+            logq = float(plackett_luce_log_prob(scores, order)[0])
+            scored, _ = model.score(item, order)
+            elbo += math.exp(logq) * (float(scored.logp.sum()) - logq)
+        torch.manual_seed(0)
+        mc = model.exact_next_estimate(collate(digits3_items(1, seed=1) * 6000), k=2)["elbo_slot"]
+    assert exact == pytest.approx(elbo / 3, abs=1e-4)
+    assert float(mc) == pytest.approx(exact, abs=0.02)
+
+
+def test_exact_next_gradient_matches_the_enumerated_gradient_and_needs_the_prefix_rloo():
+    _, model = build(DIGITS3)
+    randomize_heads(model, scale=1.5)
+    model.eval()  # no dropout: the two gradients see the same function
+    item = collate(digits3_items(1, seed=2))
+    params = {"posterior": list(model.posterior.parameters()), "order head": list(model.order_head.parameters()),
+              "generator": list(model.generator.parameters())}
+
+    def flat(loss: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return {k: torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in ps])
+                for k, ps in params.items()}
+
+    exact = flat(-enumerated_elbo_per_slot(model, item))
+    many = collate(digits3_items(1, seed=2) * 4000)
+    torch.manual_seed(1)
+    with_rloo = flat(model.exact_next_estimate(many, k=2, rloo=True)["loss"])
+    torch.manual_seed(1)
+    without = flat(model.exact_next_estimate(many, k=2, rloo=False)["loss"])
+
+    def error(a, b):  # relative distance of the estimate a from the exact gradient b
+        return float((a - b).norm() / b.norm())
+
+    for name in params:
+        assert error(with_rloo[name], exact[name]) < 0.05, name
+    # the next-step term alone misses how the prefix's choices change later steps
+    assert error(without["posterior"], exact["posterior"]) > 3 * error(with_rloo["posterior"], exact["posterior"])
+
+
+class _FirstSlotGenerator(nn.Module):
+    """A stub backbone: slot 0's value is certain when it is filled first, a coin flip
+    among 4 otherwise; the other slots are always uniform. Hidden states tell the
+    order head which slots are known."""
+
+    def __init__(self, spec: TokenizerSpec, d_model: int = 8):
+        super().__init__()
+        self.config = SimpleNamespace(d_model=d_model)
+        self.spec = spec
+        self.slot_embed = nn.Embedding(spec.max_len, d_model)
+        self.known_embed = nn.Embedding(2, d_model)
+
+    def encode(self, batch, known_BL):
+        B, L = known_BL.shape
+        hidden = self.slot_embed(torch.arange(L))[None].expand(B, L, -1) + self.known_embed(known_BL.long())
+        nothing_known_B = ~(known_BL & batch.target).any(1)
+        logp = torch.full((B, L, 4), math.log(0.25))
+        sharp = torch.full((4,), -20.0)
+        sharp[batch.values[0, 0]] = 0.0  # every item has the same values here
+        logp[:, 0] = torch.where(nothing_known_B[:, None], sharp.expand(B, 4).log_softmax(-1), logp[:, 0])
+        return hidden, logp
+
+    def loss(self, batch, order):  # pragma: no cover - no warm start here
+        raise AssertionError("no warm start in this test")
+
+
+def test_a_reward_for_one_slot_first_moves_the_policy_below_uniform():
+    spec = TokenizerSpec(kinds=(KindSpec("digit", 4),), coord_names=("pos",), coord_sizes=(4,), max_len=4)
+    torch.manual_seed(0)
+    model = LearnedOrderModel(_FirstSlotGenerator(spec), spec, LearnedOrder(**SMALL_Q, warm_start=0.0).options)
+    item = TokenSet(torch.tensor([2, 1, 0, 3]), torch.zeros(4, dtype=torch.long), torch.arange(4)[:, None],
+                    torch.zeros(4, dtype=torch.bool))
+    batch = collate([item] * 32)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-2)
+    model.train()
+    model.set_progress(0.5)
+    for _ in range(150):
+        opt.zero_grad()
+        model.loss(batch, OrderBatch.from_priorities(batch, torch.rand(32, 4))).backward()
+        opt.step()
+    stats = model.train_stats
+    assert stats["first_digit"] == pytest.approx(1.0)  # one kind: all of q's first pick
+    with torch.no_grad():
+        first_q = model.posterior_scores(collate([item])).softmax(-1)[0]
+    assert float(first_q[0]) > 0.9  # q fills slot 0 first
+    assert stats["uniform_order_nll"] - stats["order_nll"] > 1.0  # p learned it too: below log 4! in nats
+    assert stats["value_nll"] < stats["uniform_value_nll"] - 0.5
+
+
+def test_uniform_heads_make_the_exact_next_term_the_any_order_loss():
+    _, model = build(SUDOKU4)  # zero-initialized heads: p and q uniform
+    batch = collate(sudoku4_items(4, seed=15))
+    with torch.no_grad():
+        parts = model.exact_next_estimate(batch, k=2)
+        rep, scores, order, _ = model.posterior_orders(batch, 1, rng=torch.Generator().manual_seed(0))
+        terms = model.next_slot_terms(rep, order, torch.tensor([2, 0, 5, 9]), scores)
+    assert torch.allclose(terms["F"], terms["value_uniform"], atol=1e-5)  # order and -log q cancel
+    assert torch.allclose(terms["kl"], torch.zeros(4), atol=1e-5)
+    assert parts["order_nll"] == pytest.approx(float(parts["uniform_order_nll"]), abs=1e-3)
+    assert parts["value_nll"] == pytest.approx(float(parts["uniform_value_nll"]), abs=1e-3)
+
+
+def test_param_groups_split_the_order_parameters_without_weight_decay():
+    _, model = build(SUDOKU4, policy_lr_scale=3.0)
+    groups = model.param_groups(1e-3, 0.01)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
+    gen, pol = groups
+    assert gen["weight_decay"] == 0.01 and gen["lr"] == 1e-3 and gen["lr_scale"] == 1.0
+    assert pol["weight_decay"] == 0.0 and pol["lr"] == pytest.approx(3e-3) and pol["lr_scale"] == 3.0
+    assert {id(p) for p in pol["params"]} == {id(p) for p in model.order_parameters()}
+    torch.optim.AdamW(groups)  # a valid AdamW argument
+
+
+def test_q_entropy_weight_is_annealed_to_zero_and_its_sign_sets_the_direction():
+    _, model = build(SUDOKU4, q_entropy_bonus=0.2, warm_start=0.1, entropy_anneal=0.5)
+    weights = []
+    for progress in (0.1, 0.3, 0.5, 0.9):
+        model.set_progress(progress)
+        weights.append(model.q_entropy_weight())
+    assert weights == pytest.approx([0.2, 0.1, 0.0, 0.0])
+    _, model = build(SUDOKU4, p_entropy_bonus=-0.5, entropy_anneal=0.5)
+    model.set_progress(0.25)
+    assert model.p_entropy_weight() == pytest.approx(-0.25) and model.q_entropy_weight() == 0.0
+    batch = collate(sudoku4_items(16, seed=16))
+    entropy_after = {}
+    for bonus in (-1.0, 1.0):  # one SGD step on q alone: sharpening lowers q's entropy, the bonus raises it
+        _, model = build(SUDOKU4, q_entropy_bonus=bonus, entropy_anneal=1.0)
+        randomize_heads(model, scale=1.0)
+        model.train()
+        model.set_progress(0.0)
+        opt = torch.optim.SGD(model.posterior.parameters(), lr=5.0)
+        torch.manual_seed(0)
+        model.loss(batch, OrderBatch.from_priorities(batch, torch.rand(16, 16))).backward()
+        opt.step()
+        with torch.no_grad():
+            entropy_after[bonus] = float(masked_entropy(model.posterior_scores(batch), batch.target).mean())
+    assert entropy_after[-1.0] < entropy_after[1.0] - 0.05
+
+
+def test_one_step_estimator_stays_selectable_with_the_same_diagnostics():
+    orderer, model = build(SUDOKU4, estimator="one-step", orders_per_item=4, entropy_bonus=0.01)
+    model.train()
+    model.set_progress(0.5)
+    batch = collate(sudoku4_items(8, seed=17))
+    model.loss(batch, orderer.train_orders(batch, progress=0.5, rng=torch.Generator())).backward()
+    assert float(model.posterior.out.weight.grad.abs().sum()) > 0
+    assert {"order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll", "first_digit"} <= set(
+        model.train_stats)
+    assert "estimator='one-step'" in repr(model)
 
 
 # ------------------------------------------------------------------ training

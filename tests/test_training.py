@@ -158,3 +158,25 @@ def test_matrix_refuses_torchrun(tmp_path):
     proc = subprocess.run([SEQIFY, "matrix", "--modalities", "sudoku", "--orderers", "raster", "--out", str(tmp_path)],
                           env={**_env(), "WORLD_SIZE": "2"}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "seqify bench" in proc.stderr and "torchrun" in proc.stderr
+
+
+def test_a_model_with_param_groups_gets_them_with_their_lr_scale(cell_data):
+    cell, data = cell_data
+    model = build_model(cell, data.spec, 0)
+    frozen = list(model.head.parameters())
+    rest = [p for p in model.parameters() if all(p is not f for f in frozen)]
+    seen = {}
+
+    def param_groups(lr, weight_decay):
+        seen["args"] = (lr, weight_decay)
+        return [{"params": rest, "weight_decay": weight_decay, "lr_scale": 1.0},
+                {"params": frozen, "weight_decay": 0.0, "lr_scale": 0.0}]
+
+    model.param_groups = param_groups  # the HasParamGroups protocol, on an instance
+    before = [p.detach().clone() for p in frozen]
+    other = rest[0].detach().clone()
+    train(model, data.train, None, cell.train_orderer, TrainConfig(steps=3, batch_size=8, lr=1e-2, warmup_steps=1),
+          device=torch.device("cpu"), seed=0)
+    assert seen["args"] == (1e-2, 0.01)
+    assert all(torch.equal(b, p) for b, p in zip(before, frozen))  # lr_scale 0: never moved
+    assert not torch.equal(other, rest[0])

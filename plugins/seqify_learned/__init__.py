@@ -16,5 +16,5 @@ def register_orderers(register):
         "learned",
         "seqify_learned.orderer:LearnedOrder",
         "Learned order policy trained with the masked generator (LO-ARM: variational bound, "
-        "Plackett-Luce posterior, RLOO).",
+        "Plackett-Luce posterior, exact next-slot expectation, RLOO on the prefix).",
     )

@@ -154,18 +154,24 @@ def _series(train_log: dict[str, Any] | None, name: str) -> tuple[list[float], l
 def plot_policy_entropy(train_log: dict[str, Any] | None, path: Path, *, warm_start: float) -> Path:
     """Training curves of the policy entropies and the order-logit spread, warm start shaded.
 
-    Three panels: the per-step entropies of p and q (nats); how far each is below a
+    Five panels: the per-step entropies of p and q (nats); how far each is below a
     uniform choice among the open slots (0 = uniform, growing as the policy commits);
-    the spread of p's order logits (collapse: ~0 for ever; explosion: up to the clip).
+    the order NLL per item under q's orders against a uniform order's (log n!) and
+    the order cost E_q[log q - log p]; the value NLL per item along q's orders against
+    uniform orders, same model and pass; the spread of p's order logits (collapse: ~0
+    for ever; explosion: up to the clip). The per-item curves are one-step estimates
+    (n times one uniformly drawn step), so they are noisy.
 
     Args:
         train_log: the training log (its ``series`` hold ``policy_entropy``,
-            ``q_entropy``, ``*_entropy_deficit``, ``order_logit_std`` and ``phase``).
+            ``q_entropy``, ``*_entropy_deficit``, ``order_nll``, ``uniform_order_nll``,
+            ``order_cost``, ``value_nll``, ``uniform_value_nll``, ``order_logit_std``
+            and ``phase``).
         path: where the PNG goes.
         warm_start: fraction of training in the warm start (used when no ``phase`` series).
     """
     plt = _pyplot()
-    fig, (ax_h, ax_d, ax_s) = plt.subplots(3, 1, figsize=(7, 7.5), sharex=True)
+    fig, (ax_h, ax_d, ax_o, ax_v, ax_s) = plt.subplots(5, 1, figsize=(7, 12), sharex=True)
     steps_ph, phase = _series(train_log, "phase")
     if steps_ph and any(v == 0 for v in phase):
         warm_end = max(s for s, v in zip(steps_ph, phase) if v == 0)
@@ -174,6 +180,10 @@ def plot_policy_entropy(train_log: dict[str, Any] | None, path: Path, *, warm_st
     panels = (
         (ax_h, (("policy_entropy", "order policy p"), ("q_entropy", "posterior q")), "entropy per step (nats)"),
         (ax_d, (("policy_entropy_deficit", "p"), ("q_entropy_deficit", "q")), "below uniform (nats)"),
+        (ax_o, (("order_nll", "order NLL, q's orders"), ("uniform_order_nll", "uniform order (log n!)"),
+                ("order_cost", "order cost E_q[log q - log p]")), "nats per item"),
+        (ax_v, (("value_nll", "value NLL, q's orders"), ("uniform_value_nll", "value NLL, uniform orders")),
+         "nats per item"),
         (ax_s, (("order_logit_std", "std of p's order logits"),), "order-logit std"),
     )
     drawn = 0

@@ -15,12 +15,16 @@ from ONE pass of a small bidirectional network over the fully observed datum, so
 whole order is one Gumbel-top-k draw and log q(z | x) is exact:
 ``sum_t [s_{z_t} - logsumexp_{j not chosen before t} s_j]``.
 
-Training maximizes the ELBO ``E_q[log p(x, z) - log q(z | x)]``; log p(x, z) is
-estimated from ONE uniformly drawn step per order (one backbone pass), scaled by the
-number of predicted slots (or, with ``steps_per_order`` > 1, from that many stratified
-steps: still unbiased, lower variance, proportionally more passes). The generator and order head get the direct gradient of
-that estimate; the posterior gets the score-function gradient with the
-leave-one-out baseline over the K orders of an item (RLOO).
+Training maximizes the ELBO ``E_q[log p(x, z) - log q(z | x)]``. The default estimator
+is LO-ARM's (``estimator="exact-next"``): with ``F(z_<i, x) = sum_{j open} q(j | z_<i, x)
+[log p(x_j | .) + log p(z_i = j | .) - log q(j | z_<i, x)]``, the ELBO is
+``n * E_{i ~ U(0..n-1)} E_{z_<i ~ q} F(z_<i, x)``. F is exact over the next slot from one
+backbone pass; its gradient is exact (every open slot trains the values, weighted by
+q; p's order head is fitted to q; q gets the next-step term directly), and only the
+prefix's ``log q(z_<i | x)`` takes a score-function gradient, with the leave-one-out
+baseline over K prefixes at the same step (RLOO). The issue-4 estimator
+(``estimator="one-step"``) is kept for comparison: one sampled next slot per order,
+scaled by the number of slots, RLOO on the whole order's log q.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ __all__ = [
     "PosteriorTransformer",
     "PosteriorGraph",
     "plackett_luce_log_prob",
+    "plackett_luce_prefix_log_prob",
     "sample_plackett_luce",
     "rloo_surrogate",
     "masked_entropy",
@@ -89,6 +94,22 @@ def plackett_luce_log_prob(scores_BL: torch.Tensor, order: OrderBatch) -> torch.
     s_BL = scores_BL.float().gather(1, order.perm).masked_fill(~pred_BL, NEG)
     tail_BL = torch.logcumsumexp(s_BL.flip(1), dim=1).flip(1)  # logsumexp over entries >= t
     return torch.where(pred_BL, s_BL - tail_BL, torch.zeros_like(s_BL)).sum(1)
+
+
+def plackett_luce_prefix_log_prob(scores_BL: torch.Tensor, order: OrderBatch, step_B: torch.Tensor) -> torch.Tensor:
+    """``[B]`` exact log q(z_<step | x): the Plackett-Luce log-probability of the first
+    ``step_B`` predicted entries of ``order`` (0 for an empty prefix).
+
+    Args:
+        scores_BL: per-slot Plackett-Luce scores (float).
+        order: blocks-of-one orders.
+        step_B: prefix length per row.
+    """
+    pred_BL = order.block >= 0
+    s_BL = scores_BL.float().gather(1, order.perm).masked_fill(~pred_BL, NEG)
+    tail_BL = torch.logcumsumexp(s_BL.flip(1), dim=1).flip(1)
+    take_BL = pred_BL & (order.block < step_B[:, None])
+    return torch.where(take_BL, s_BL - tail_BL, torch.zeros_like(s_BL)).sum(1)
 
 
 def sample_plackett_luce(batch: TokenBatch, scores_BL: torch.Tensor, gumbel_BL: torch.Tensor) -> OrderBatch:
@@ -331,10 +352,31 @@ class LearnedOrderModel(nn.Module):
         o = self.options
         return (
             f"LearnedOrderModel(params={n / 1e6:.2f}M, generator={self.generator!r}, posterior={self.posterior!r}, "
-            f"orders_per_item={o.orders_per_item}, steps_per_order={o.steps_per_order}, warm_start={o.warm_start}, "
-            f"entropy_bonus={o.entropy_bonus}, "
-            f"score_clip={o.score_clip})"
+            f"estimator={o.estimator!r}, orders_per_item={o.orders_per_item}, warm_start={o.warm_start}, "
+            f"entropy_bonus={o.entropy_bonus}, q_entropy_bonus={o.q_entropy_bonus}, "
+            f"p_entropy_bonus={o.p_entropy_bonus}, "
+            f"policy_lr_scale={o.policy_lr_scale}, score_clip={o.score_clip})"
         )
+
+    def order_parameters(self) -> list[nn.Parameter]:
+        """The order policy's head and the posterior q (not the generator)."""
+        return list(self.order_head.parameters()) + list(self.posterior.parameters())
+
+    def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+        """AdamW parameter groups: the generator at ``lr`` with ``weight_decay``; the
+        order head and posterior at ``lr * policy_lr_scale`` with no weight decay
+        (decay would pull the order scores back to uniform). Each group carries its
+        ``lr_scale`` so a schedule can set ``group["lr"] = lr_at(step) * group["lr_scale"]``.
+
+        Args:
+            lr: the generator's (peak) learning rate.
+            weight_decay: the generator's weight decay.
+        """
+        scale = self.options.policy_lr_scale
+        return [
+            {"params": list(self.generator.parameters()), "lr": lr, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": self.order_parameters(), "lr": lr * scale, "weight_decay": 0.0, "lr_scale": scale},
+        ]
 
     @property
     def device(self) -> torch.device:
@@ -444,10 +486,10 @@ class LearnedOrderModel(nn.Module):
 
         Warm start (``progress < warm_start``): the generator's own any-order loss
         under ``order`` (random orders from the orderer); the policy and posterior get
-        no gradient. Then: the negative ELBO per predicted slot, estimated with
-        ``orders_per_item`` orders from q and ``steps_per_order`` stratified steps per
-        order (one uniformly drawn step by default; see :meth:`elbo_estimate`). Its value
-        is the negative ELBO estimate; its gradient adds RLOO for q and the entropy bonus.
+        no gradient. Then: the negative ELBO per predicted slot, by the ``estimator``
+        option (:meth:`exact_next_estimate`, LO-ARM's; or :meth:`elbo_estimate`, the
+        one-step one). Its value is the negative ELBO estimate; the RLOO and entropy
+        terms add gradient, not value.
 
         Args:
             batch: training items.
@@ -455,16 +497,166 @@ class LearnedOrderModel(nn.Module):
         """
         if int(batch.target.sum()) == 0:
             raise ValueError("loss: the batch has no slot to predict (every slot is given or padding)")
+        k = self.options.orders_per_item
         if self.warm:
             loss = self.generator.loss(batch, order)
             if self.training:
                 with torch.no_grad():
-                    self._record_stats(self.elbo_estimate(_head(batch, 8), k=1, rloo=False), phase=0)
+                    self._record_stats(self.exact_next_estimate(_head(batch, 16), k=2), phase=0)
             return loss
-        parts = self.elbo_estimate(batch, k=self.options.orders_per_item, rloo=True, steps=self.options.steps_per_order)
+        if self.options.estimator == "exact-next":
+            parts = self.exact_next_estimate(batch, k=k, rloo=True)
+            if self.training:
+                self._record_stats(parts, phase=1)
+            return parts["loss"]
+        parts = self.elbo_estimate(batch, k=k, rloo=True, steps=self.options.steps_per_order)
         if self.training:
-            self._record_stats(parts, phase=1)
+            with torch.no_grad():  # the same diagnostics as exact-next, on a few items
+                diag = self.exact_next_estimate(_head(batch, 16), k=2)
+            self._record_stats({**diag, "elbo_slot": parts["elbo_slot"]}, phase=1)
         return parts["loss"]
+
+    def _annealed(self, weight: float) -> float:
+        o = self.options
+        if weight == 0 or self.progress >= o.entropy_anneal:
+            return 0.0
+        span = max(o.entropy_anneal - o.warm_start, 1e-9)
+        return weight * min(1.0, max(0.0, (o.entropy_anneal - self.progress) / span))
+
+    def q_entropy_weight(self) -> float:
+        """The annealed weight of the extra entropy term on q at the current progress:
+        ``q_entropy_bonus`` at the end of the warm start, falling linearly to 0 at
+        ``entropy_anneal`` (0 from then on)."""
+        return self._annealed(self.options.q_entropy_bonus)
+
+    def p_entropy_weight(self) -> float:
+        """The annealed weight of the entropy term on p (``p_entropy_bonus``, same schedule)."""
+        return self._annealed(self.options.p_entropy_bonus)
+
+    def next_slot_terms(
+        self, batch: TokenBatch, order: OrderBatch, step_B: torch.Tensor, scores_BL: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """LO-ARM's exact next-slot term at step ``step_B`` of ``order``: one backbone pass.
+
+        With the slots of the first ``step_B`` entries of ``order`` (and the given
+        ones) known, ``F = sum_{j open} q(j) [log p(x_j | .) + log p(z = j | .) - log q(j)]``
+        where ``q(j)`` is the Plackett-Luce next-slot probability ``softmax(scores)``
+        over the open slots. Differentiable in the generator, the order head and the
+        scores.
+
+        Returns per-row tensors: ``F``; the q-weighted ``value`` (sum q log p(x_j)) and
+        ``order`` (sum q log p(z = j)) terms, ``value_uniform`` (the mean of log p(x_j)
+        over the open slots), ``q_entropy``, ``p_entropy``, ``log_open`` (log of the
+        number of open slots), ``kl`` (sum q [log q - log p], the order cost of this
+        step), ``logit_std`` (spread of p's logits) and ``has_B``.
+        """
+        slot_block_BL = order.slot_block()
+        known_BL = batch.given | ((slot_block_BL >= 0) & (slot_block_BL < step_B[:, None]))
+        open_BL = batch.target & ~known_BL
+        has_B = open_BL.any(1)
+        safe_BL = open_BL | ~has_B[:, None]
+        hidden_BLD, logp_BLV = self.generator.encode(batch, known_BL)
+        logits_BL = self.order_logits(hidden_BLD)
+        p_BL = logits_BL.masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
+        q_BL = scores_BL.float().masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
+        v_BL = logp_BLV.gather(2, self._true_gid(batch)[..., None]).squeeze(2).float()
+
+        def on_open(x_BL: torch.Tensor) -> torch.Tensor:
+            return torch.where(open_BL, x_BL, torch.zeros_like(x_BL))
+
+        q_prob_BL = on_open(q_BL.exp())
+        p_BL, q_BL, v_BL = on_open(p_BL), on_open(q_BL), on_open(v_BL)
+        n_open_B = open_BL.sum(1).clamp_min(1)
+        mean_B = (logits_BL * open_BL).sum(1) / n_open_B
+        var_B = (((logits_BL - mean_B[:, None]) ** 2) * open_BL).sum(1) / n_open_B
+        zero_B = torch.zeros_like(mean_B)
+        return {
+            "F": (q_prob_BL * (v_BL + p_BL - q_BL)).sum(1),
+            "value": (q_prob_BL * v_BL).sum(1),
+            "order": (q_prob_BL * p_BL).sum(1),
+            "value_uniform": v_BL.sum(1) / n_open_B,
+            "q_entropy": -(q_prob_BL * q_BL).sum(1),
+            "p_entropy": masked_entropy(logits_BL, open_BL),
+            "log_open": torch.where(has_B, n_open_B.float().log(), zero_B),
+            "kl": (q_prob_BL * (q_BL - p_BL)).sum(1),
+            "logit_std": var_B.sqrt(),
+            "has_B": has_B,
+        }
+
+    def exact_next_estimate(self, batch: TokenBatch, *, k: int, rloo: bool = False) -> dict[str, torch.Tensor]:
+        """LO-ARM's ELBO estimator (its Algorithm 1) from ``k`` prefixes of q per item.
+
+        One step ``i`` is drawn uniformly from ``0 .. n-1`` per item (the same for its
+        ``k`` prefixes); each prefix ``z_<i`` is the start of a Plackett-Luce order
+        drawn from q by Gumbel-top-k. ``F(z_<i, x)`` (:meth:`next_slot_terms`) is an
+        unbiased estimate of the ELBO per predicted slot (``n * F`` of the ELBO).
+
+        Args:
+            batch: the items.
+            k: prefixes per item (global torch RNG).
+            rloo: add the RLOO surrogate on ``log q(z_<i | x)`` and the annealed
+                entropy terms on q and p to ``loss`` (when gradients are on).
+
+        Returns:
+            scalars averaged over items: ``loss`` (negative ELBO per slot, plus
+            zero-valued gradient terms), ``elbo_slot``; per-slot ``p_entropy``,
+            ``q_entropy``, ``log_open``, ``logit_std``; per-item (``n *`` the step's
+            term) ``order_nll`` (E_q[-log p(z)]), ``uniform_order_nll`` (log n!, a
+            uniform policy's), ``order_cost`` (E_q[log q - log p]), ``value_nll``
+            (values along q's orders) and ``uniform_value_nll`` (along uniform orders,
+            same model, same pass); ``first_<kind>``: q's probability of filling a slot
+            of that kind first.
+        """
+        B = batch.batch_size
+        device = batch.values.device
+        n_B = batch.target.sum(1)
+        rep, scores_RL, order, _ = self.posterior_orders(batch, k)
+        step_B = (torch.rand(B, device=device) * n_B).long()
+        step_B = torch.minimum(step_B, (n_B - 1).clamp_min(0))
+        step_R = step_B.repeat_interleave(k)
+        terms = self.next_slot_terms(rep, order, step_R, scores_RL)
+        n_R = n_B.repeat_interleave(k).float()
+        active_R = (n_R > 0).float()
+        w_R = active_R / active_R.sum().clamp_min(1.0)
+        F_R = terms["F"]
+        loss = -(F_R * w_R).sum()
+        if rloo and torch.is_grad_enabled():
+            logq_R = plackett_luce_prefix_log_prob(scores_RL, order, step_R)
+            f_BK = F_R.detach().view(B, k)
+            baseline_BK = (f_BK.sum(1, keepdim=True) - f_BK) / (k - 1)
+            adv_R = (f_BK - baseline_BK).reshape(-1)
+            loss = loss - (adv_R * w_R * (logq_R - logq_R.detach())).sum()
+            for beta, name in ((self.q_entropy_weight(), "q_entropy"), (self.p_entropy_weight(), "p_entropy")):
+                if beta != 0:
+                    ent = (terms[name] * w_R).sum()
+                    loss = loss - beta * (ent - ent.detach())
+            if self.options.entropy_bonus > 0:
+                ent = ((terms["q_entropy"] + terms["p_entropy"]) * w_R).sum()
+                loss = loss - self.options.entropy_bonus * (ent - ent.detach())
+
+        def mean(x_R: torch.Tensor) -> torch.Tensor:
+            return (x_R.detach().float() * w_R).sum()
+
+        out = {
+            "loss": loss,
+            "elbo_slot": mean(F_R),
+            "p_entropy": mean(terms["p_entropy"]),
+            "q_entropy": mean(terms["q_entropy"]),
+            "log_open": mean(terms["log_open"]),
+            "logit_std": mean(terms["logit_std"]),
+            "order_nll": mean(-n_R * terms["order"]),
+            "uniform_order_nll": mean(n_R * terms["log_open"]),
+            "order_cost": mean(n_R * terms["kl"]),
+            "value_nll": mean(-n_R * terms["value"]),
+            "uniform_value_nll": mean(-n_R * terms["value_uniform"]),
+        }
+        with torch.no_grad():  # q's first pick: its Plackett-Luce distribution over all predicted slots
+            first_BL = scores_RL[::k].float().masked_fill(~batch.target, float("-inf")).softmax(-1).nan_to_num(0.0)
+            has_B = (n_B > 0).float()
+            for kind_id, kind in enumerate(self.spec.kinds):
+                mass_B = (first_BL * (batch.kinds == kind_id)).sum(1)
+                out[f"first_{kind.name}"] = (mass_B * has_B).sum() / has_B.sum().clamp_min(1.0)
+        return out
 
     def elbo_estimate(self, batch: TokenBatch, *, k: int, steps: int = 1, rloo: bool = False) -> dict[str, torch.Tensor]:
         """ELBO pieces from ``k`` orders of q per item and ``steps`` stratified steps per order.
@@ -530,15 +722,19 @@ class LearnedOrderModel(nn.Module):
         }
 
     def _record_stats(self, parts: dict[str, torch.Tensor], *, phase: int) -> None:
-        self.train_stats = {
-            "policy_entropy": float(parts["p_entropy"]),
-            "q_entropy": float(parts["q_entropy"]),
-            "policy_entropy_deficit": float(parts["log_open"] - parts["p_entropy"]),
-            "q_entropy_deficit": float(parts["log_open"] - parts["q_entropy"]),
-            "order_logit_std": float(parts["logit_std"]),
-            "elbo_nats_per_slot": float(parts["elbo_slot"]),
-            "phase": float(phase),
+        stats = {
+            "policy_entropy": parts["p_entropy"],
+            "q_entropy": parts["q_entropy"],
+            "policy_entropy_deficit": parts["log_open"] - parts["p_entropy"],
+            "q_entropy_deficit": parts["log_open"] - parts["q_entropy"],
+            "order_logit_std": parts["logit_std"],
+            "elbo_nats_per_slot": parts["elbo_slot"],
         }
+        for name in ("order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll"):
+            if name in parts:
+                stats[name] = parts[name]
+        stats.update({name: v for name, v in parts.items() if name.startswith("first_")})
+        self.train_stats = {name: float(v) for name, v in stats.items()} | {"phase": float(phase)}
 
     # ----------------------------------------------------------------- exact scoring
 

@@ -14,21 +14,51 @@ class LearnedOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    estimator: Literal["exact-next", "one-step"] = Field(
+        "exact-next",
+        description="training estimator of the ELBO. exact-next (LO-ARM's Algorithm 1): at one uniformly drawn "
+        "step, the exact q-weighted sum over every open next slot from one backbone pass, RLOO only on the "
+        "prefix's log q; one-step (the issue-4 estimator): one sampled next slot per order, scaled by the number "
+        "of slots, RLOO on the whole order's log q",
+    )
     orders_per_item: int = Field(
-        4, ge=2, description="orders drawn from q per training item (K of the leave-one-out RLOO baseline)"
+        2, ge=2,
+        description="orders (exact-next: prefixes) drawn from q per training item (K of the leave-one-out RLOO baseline)",
     )
     steps_per_order: int = Field(
         1, ge=1,
-        description="backbone passes per order and training step: log p(x, z) is estimated from this many "
-        "stratified steps (1: one uniform step, the cheapest; more: lower-variance rewards for RLOO)",
+        description="one-step estimator only: backbone passes per order and training step, stratified "
+        "(1: one uniform step, the cheapest; more: lower-variance rewards for RLOO)",
     )
     warm_start: float = Field(
-        0.3, ge=0.0, le=1.0,
+        0.0, ge=0.0, le=1.0,
         description="fraction of training steps that train only the generator on random orders before the "
-        "policy trains (guards against the chicken-and-egg collapse of joint training from scratch)",
+        "policy trains (exact-next with q and p uniform is already the any-order loss, so 0 loses nothing)",
     )
     entropy_bonus: float = Field(
-        0.01, ge=0.0, description="weight of the entropy regulariser on the order policy p and posterior q (0: off)"
+        0.0, ge=0.0,
+        description="weight of a constant entropy bonus on the order policy p and posterior q (the issue-4 "
+        "regulariser; part of no bound; 0: off)",
+    )
+    q_entropy_bonus: float = Field(
+        0.0, ge=-1.0,
+        description="weight of an extra entropy term on q's next-slot distribution, annealed linearly to 0 at "
+        "entropy_anneal: > 0 is LO-ARMs++'s max-entropy term (against early collapse); < 0 discounts the "
+        "ELBO's own entropy of q (-1: none), sharpening q early (against a policy stuck at uniform); 0: off",
+    )
+    p_entropy_bonus: float = Field(
+        0.0, ge=-1.0,
+        description="weight of an entropy term on the order policy p's next-slot distribution (part of no bound), "
+        "annealed like q_entropy_bonus: < 0 sharpens p early, so that p commits to an order it can predict from "
+        "the known slots and q, which pays KL(q || p), follows; 0: off",
+    )
+    entropy_anneal: float = Field(
+        0.5, ge=0.0, le=1.0, description="fraction of training at which the q_entropy_bonus reaches 0"
+    )
+    policy_lr_scale: float = Field(
+        1.0, gt=0.0,
+        description="learning rate of the order head and posterior relative to the generator's (used through "
+        "LearnedOrderModel.param_groups; the order parameters get no weight decay)",
     )
     score_clip: float = Field(
         10.0, gt=0.0, description="order logits and q scores are bounded to +-score_clip by a scaled tanh (against score explosion)"

@@ -34,12 +34,14 @@ _EVAL_ONLY = ("eval_orders", "greedy_order", "diagnostic_items")
 class LearnedOrder:
     """Learned generation order (LO-ARM): an order policy on the masked generator's
     backbone, trained jointly with it through a variational bound with a Plackett-Luce
-    posterior q(z | x) and RLOO gradients, after a random-order warm start.
+    posterior q(z | x): LO-ARM's exact next-slot estimator with RLOO on the prefix
+    (or the issue-4 one-step estimator), optionally after a random-order warm start.
 
     Args:
         **options: fields of :class:`~seqify_learned.options.LearnedOptions`
-            (orders_per_item=4, steps_per_order=1, warm_start=0.3, entropy_bonus=0.01, score_clip=10,
-            eval_orders=8, backbone="transformer", policy_d_model=64, policy_layers=2,
+            (estimator="exact-next", orders_per_item=2, steps_per_order=1, warm_start=0.0,
+            entropy_bonus=0.0, q_entropy_bonus=0.0, p_entropy_bonus=0.0, entropy_anneal=0.5, policy_lr_scale=1.0,
+            score_clip=10, eval_orders=8, backbone="transformer", policy_d_model=64, policy_layers=2,
             policy_heads=4, greedy_order=False, diagnostic_items=256).
     """
 
@@ -209,7 +211,8 @@ class LearnedOrder:
         plot_policy_entropy(train_log, out / "policy_entropy.png", warm_start=self.options.warm_start)
         plot_order_profile(summary, out / "order_profile.png")
         final = {}
-        for name in ("policy_entropy", "q_entropy", "order_logit_std", "elbo_nats_per_slot"):
+        for name in ("policy_entropy", "q_entropy", "order_logit_std", "elbo_nats_per_slot", "order_nll",
+                     "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll"):
             points = ((train_log or {}).get("series") or {}).get(name) or []
             final[f"final_{name}"] = points[-1][1] if points else None
         return {

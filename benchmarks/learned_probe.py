@@ -1,0 +1,149 @@
+"""One learned-order (or comparison) cell with live policy diagnostics and optional
+parameter groups for the order heads.
+
+    OMP_NUM_THREADS=1 python benchmarks/learned_probe.py --out runs/learned/probe-a --steps 300 \
+        --orderer learned --set estimator=exact-next --grouped
+
+It runs ``seqify bench`` (``run_bench``) for QM9 at the quick budget with the given
+overrides, and prints the policy statistics the model logs (order NLL against
+uniform, q's entropy deficit, the order cost, value NLL under q's orders against
+uniform orders, q's first pick) every ``--every`` steps.
+
+``--grouped`` builds AdamW from ``LearnedOrderModel.param_groups`` (no weight decay
+on the order head and posterior, their own learning-rate scale), as the
+seqify/training.py change proposed in docs/learned-order.md would; until that change
+lands, this script is the only way to train with the groups.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _grouped_adamw():
+    """An AdamW that uses the model's ``param_groups`` and applies each group's ``lr_scale``
+    on top of the schedule the training loop writes into ``group["lr"]``."""
+    base = torch.optim.AdamW
+    holder: dict[str, torch.nn.Module] = {}
+
+    class GroupedAdamW(base):
+        def __init__(self, params, lr, weight_decay, **kw):
+            model = holder.get("model")
+            params = list(params)
+            if model is not None and hasattr(model, "param_groups") and {id(p) for p in params} == {
+                id(p) for p in model.parameters()
+            }:
+                params = model.param_groups(lr, weight_decay)
+            super().__init__(params, lr=lr, weight_decay=weight_decay, **kw)
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            saved = [g["lr"] for g in self.param_groups]
+            for g in self.param_groups:
+                g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
+            try:
+                return super().step(closure)
+            finally:
+                for g, lr in zip(self.param_groups, saved):
+                    g["lr"] = lr
+
+    return GroupedAdamW, holder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--orderer", default="learned")
+    ap.add_argument("--generator", default=None)
+    ap.add_argument("--modality", default="molecule")
+    ap.add_argument("--dataset", default="qm9")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], help="orderer option KEY=VALUE")
+    ap.add_argument("--train", action="append", default=[], help="train option KEY=VALUE")
+    ap.add_argument("--n-test", type=int, default=None)
+    ap.add_argument("--n-samples", type=int, default=None)
+    ap.add_argument("--grouped", action="store_true", help="AdamW parameter groups from model.param_groups")
+    ap.add_argument("--every", type=int, default=25)
+    args = ap.parse_args()
+
+    import seqify.training as training
+    from seqify.bench import BenchRequest, Reporter, run_bench
+
+    overrides: dict = {}
+    if args.set:
+        overrides["orderer"] = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.train:
+        overrides["train"] = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.train)}
+    ev = {}
+    if args.n_test is not None:
+        ev["n_test"] = args.n_test
+    if args.n_samples is not None:
+        ev["n_samples"] = args.n_samples
+    if ev:
+        overrides["eval"] = ev
+
+    holder: dict = {}
+    if args.grouped:
+        cls, holder = _grouped_adamw()
+        torch.optim.AdamW = cls
+    original_train = training.train
+    t0 = time.time()
+
+    def train(model, *a, **kw):
+        holder["model"] = model
+        return original_train(model, *a, **kw)
+
+    training.train = train
+
+    class Live(Reporter):
+        def __init__(self):
+            self.step = 0
+            self.stage_name = ""
+
+        def stage(self, name, total=None):
+            self.stage_name, self.step = name, 0
+            print(f"[{time.time() - t0:7.1f}s] stage: {name}", flush=True)
+
+        def advance(self, n=1, info=""):
+            self.step += n
+            model = holder.get("model")
+            stats = getattr(model, "train_stats", None) if model is not None else None
+            if self.stage_name.startswith("train") and stats and self.step % args.every == 0:
+                keys = ("elbo_nats_per_slot", "order_nll", "uniform_order_nll", "order_cost", "value_nll",
+                        "uniform_value_nll", "q_entropy_deficit", "policy_entropy_deficit")
+                shown = " ".join(f"{k}={stats[k]:.3f}" for k in keys if k in stats)
+                first = " ".join(f"{k}={v:.3f}" for k, v in stats.items() if k.startswith("first_"))
+                print(f"[{time.time() - t0:7.1f}s] step {self.step} {shown} {first} {info}", flush=True)
+
+        def log(self, message):
+            print(message, flush=True)
+
+    req = BenchRequest(modality=args.modality, orderer=args.orderer, out=Path(args.out), dataset=args.dataset,
+                       generator=args.generator, budget="quick", steps=args.steps, seed=args.seed,
+                       overrides=overrides)
+    result = run_bench(req, Live())
+    res = json.loads((Path(args.out) / "results.json").read_text())
+    print(json.dumps({"modelability": res.get("modelability"), "metrics": res.get("metrics"),
+                      "train_seconds": res.get("training", {}).get("seconds")}, indent=1, default=str)[:4000])
+    del result
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
