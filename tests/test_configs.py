@@ -11,6 +11,8 @@ CASES = {
     "qm9_full.toml": dict(modality="molecule", dataset="qm9", orderer="bfs", generator="causal"),
     "qm9_learned_full.toml": dict(modality="molecule", dataset="qm9", orderer="learned"),
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
+    "sudoku_quick_no_axis_heads.toml": dict(modality="sudoku", orderer="margin", generator="masked",
+                                            train_orderer="random"),
     "zinc_masked_quick.toml": dict(modality="molecule", dataset="zinc250k", orderer="random", generator="masked"),
     **{f"pc_coords_{sort}.toml": dict(modality="pointcloud", tokenizer="coords", orderer="raster", generator="causal")
        for sort in ("zyx", "morton", "random")},
@@ -31,6 +33,8 @@ def test_config_resolves(name, tmp_path):
         assert cell.tokenizer.sort == name.removeprefix("pc_coords_").removesuffix(".toml")
     elif name.startswith("image_crt_w"):  # the CRT weight sweep (benchmarks/run_aligned.sh)
         assert cell.tokenizer.options.crt_weight == float(name.removeprefix("image_crt_w").removesuffix(".toml"))
+    elif name == "sudoku_quick_no_axis_heads.toml":  # the learner ablation: the quick budget, plain heads
+        assert not cell.generator_config.axis_heads and cell.config.train.steps == 2000
     elif budget == "full":
         assert cell.config.train.steps >= 50_000
     else:
