@@ -9,10 +9,9 @@ overrides, and prints the policy statistics the model logs (order NLL against
 uniform, q's entropy deficit, the order cost, value NLL under q's orders against
 uniform orders, q's first pick) every ``--every`` steps.
 
-``--grouped`` builds AdamW from ``LearnedOrderModel.param_groups`` (no weight decay
-on the order head and posterior, their own learning-rate scale), as the
-seqify/training.py change proposed in docs/learned-order.md would; until that change
-lands, this script is the only way to train with the groups.
+``--grouped`` sets ``policy_weight_decay = 0``: no weight decay on the order head and
+posterior (the training loop builds AdamW from ``LearnedOrderModel.param_groups``;
+``--set policy_lr_scale=10`` gives them their own learning rate).
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 
 def _parse_value(text: str):
     for cast in (int, float):
@@ -33,36 +30,6 @@ def _parse_value(text: str):
         except ValueError:
             pass
     return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def _grouped_adamw():
-    """An AdamW that uses the model's ``param_groups`` and applies each group's ``lr_scale``
-    on top of the schedule the training loop writes into ``group["lr"]``."""
-    base = torch.optim.AdamW
-    holder: dict[str, torch.nn.Module] = {}
-
-    class GroupedAdamW(base):
-        def __init__(self, params, lr, weight_decay, **kw):
-            model = holder.get("model")
-            params = list(params)
-            if model is not None and hasattr(model, "param_groups") and {id(p) for p in params} == {
-                id(p) for p in model.parameters()
-            }:
-                params = model.param_groups(lr, weight_decay)
-            super().__init__(params, lr=lr, weight_decay=weight_decay, **kw)
-
-        @torch.no_grad()
-        def step(self, closure=None):
-            saved = [g["lr"] for g in self.param_groups]
-            for g in self.param_groups:
-                g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
-            try:
-                return super().step(closure)
-            finally:
-                for g, lr in zip(self.param_groups, saved):
-                    g["lr"] = lr
-
-    return GroupedAdamW, holder
 
 
 def main() -> None:
@@ -78,7 +45,7 @@ def main() -> None:
     ap.add_argument("--train", action="append", default=[], help="train option KEY=VALUE")
     ap.add_argument("--n-test", type=int, default=None)
     ap.add_argument("--n-samples", type=int, default=None)
-    ap.add_argument("--grouped", action="store_true", help="AdamW parameter groups from model.param_groups")
+    ap.add_argument("--grouped", action="store_true", help="no weight decay on the order parameters")
     ap.add_argument("--every", type=int, default=25)
     args = ap.parse_args()
 
@@ -86,8 +53,10 @@ def main() -> None:
     from seqify.bench import BenchRequest, Reporter, run_bench
 
     overrides: dict = {}
-    if args.set:
+    if args.set or args.grouped:
         overrides["orderer"] = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    if args.grouped:
+        overrides["orderer"].setdefault("policy_weight_decay", 0.0)
     if args.train:
         overrides["train"] = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.train)}
     ev = {}
@@ -99,9 +68,6 @@ def main() -> None:
         overrides["eval"] = ev
 
     holder: dict = {}
-    if args.grouped:
-        cls, holder = _grouped_adamw()
-        torch.optim.AdamW = cls
     original_train = training.train
     t0 = time.time()
 

@@ -532,7 +532,7 @@ def test_uniform_heads_make_the_exact_next_term_the_any_order_loss():
 
 
 def test_param_groups_split_the_order_parameters_without_weight_decay():
-    _, model = build(SUDOKU4, policy_lr_scale=3.0)
+    _, model = build(SUDOKU4, policy_lr_scale=3.0, policy_weight_decay=0.0)
     groups = model.param_groups(1e-3, 0.01)
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
@@ -541,6 +541,25 @@ def test_param_groups_split_the_order_parameters_without_weight_decay():
     assert pol["weight_decay"] == 0.0 and pol["lr"] == pytest.approx(3e-3) and pol["lr_scale"] == 3.0
     assert {id(p) for p in pol["params"]} == {id(p) for p in model.order_parameters()}
     torch.optim.AdamW(groups)  # a valid AdamW argument
+    _, default = build(SUDOKU4)
+    assert [(g["lr"], g["weight_decay"]) for g in default.param_groups(1e-3, 0.01)] == [(1e-3, 0.01), (1e-3, 0.01)]
+
+
+def test_two_equal_groups_train_exactly_as_one():
+    """The default groups (same rate, same decay) change nothing: measured runs reproduce."""
+    def run(grouped: bool):
+        torch.manual_seed(0)
+        _, model = build(SUDOKU4)
+        params = model.param_groups(1e-2, 0.01) if grouped else model.parameters()
+        opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01)
+        for step in range(3):
+            loss = sum((p.float() ** 2).sum() for p in model.parameters()) * (step + 1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    assert all(torch.equal(a, b) for a, b in zip(run(True), run(False)))
 
 
 def test_q_entropy_weight_is_annealed_to_zero_and_its_sign_sets_the_direction():

@@ -364,18 +364,20 @@ class LearnedOrderModel(nn.Module):
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: the generator at ``lr`` with ``weight_decay``; the
-        order head and posterior at ``lr * policy_lr_scale`` with no weight decay
-        (decay would pull the order scores back to uniform). Each group carries its
-        ``lr_scale`` so a schedule can set ``group["lr"] = lr_at(step) * group["lr_scale"]``.
+        order head and posterior at ``lr * policy_lr_scale`` with ``policy_weight_decay``
+        (default: ``weight_decay``, so the defaults train exactly as one group would; 0
+        keeps decay from pulling the order scores back to uniform). Each group carries
+        its ``lr_scale`` so a schedule can set ``group["lr"] = lr_at(step) * group["lr_scale"]``.
 
         Args:
             lr: the generator's (peak) learning rate.
             weight_decay: the generator's weight decay.
         """
         scale = self.options.policy_lr_scale
+        policy_decay = weight_decay if self.options.policy_weight_decay is None else self.options.policy_weight_decay
         return [
             {"params": list(self.generator.parameters()), "lr": lr, "weight_decay": weight_decay, "lr_scale": 1.0},
-            {"params": self.order_parameters(), "lr": lr * scale, "weight_decay": 0.0, "lr_scale": scale},
+            {"params": self.order_parameters(), "lr": lr * scale, "weight_decay": policy_decay, "lr_scale": scale},
         ]
 
     @property

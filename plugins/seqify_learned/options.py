@@ -58,7 +58,12 @@ class LearnedOptions(BaseModel):
     policy_lr_scale: float = Field(
         1.0, gt=0.0,
         description="learning rate of the order head and posterior relative to the generator's (used through "
-        "LearnedOrderModel.param_groups; the order parameters get no weight decay)",
+        "LearnedOrderModel.param_groups)",
+    )
+    policy_weight_decay: float | None = Field(
+        None, ge=0.0,
+        description="weight decay of the order head and posterior (None: the generator's, train.weight_decay; "
+        "0 keeps decay from pulling the order scores back to uniform)",
     )
     score_clip: float = Field(
         10.0, gt=0.0, description="order logits and q scores are bounded to +-score_clip by a scaled tanh (against score explosion)"
