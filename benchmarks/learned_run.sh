@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 11, the learned order on QM9 at the quick budget: every figure in
-# benchmarks/learned_results.md, one run at a time, one torch thread (a shared 2-core CPU).
+# benchmarks/RESULTS.md ("Learned generation order, re-measured"), one run at a time, one torch thread (a shared 2-core CPU).
 # Usage: bash benchmarks/learned_run.sh [OUT]   (OUT defaults to runs/learned)
 set -euo pipefail
 OUT=${1:-runs/learned}
