@@ -39,7 +39,7 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest --durations=25 -q
 
-# The Sudoku ordering study: one masked model trained on random orders, solved four ways,
+# The Sudoku ordering study: one masked model trained on random orders, solved five ways,
 # beside a causal model trained and solved in raster order (both cells land in one table).
 demo: install
 	$(BIN)/seqify matrix --modalities sudoku --orderers margin,top-prob,entropy,random,raster --generators masked \

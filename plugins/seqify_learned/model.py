@@ -355,7 +355,8 @@ class LearnedOrderModel(nn.Module):
             f"estimator={o.estimator!r}, orders_per_item={o.orders_per_item}, warm_start={o.warm_start}, "
             f"entropy_bonus={o.entropy_bonus}, q_entropy_bonus={o.q_entropy_bonus}, "
             f"p_entropy_bonus={o.p_entropy_bonus}, "
-            f"policy_lr_scale={o.policy_lr_scale}, score_clip={o.score_clip})"
+            f"policy_lr_scale={o.policy_lr_scale}, policy_weight_decay={o.policy_weight_decay}, "
+            f"score_clip={o.score_clip})"
         )
 
     def order_parameters(self) -> list[nn.Parameter]:
