@@ -373,6 +373,17 @@ def build_model(cell: Cell, spec, seed: int):
     return model
 
 
+def decode_all(tokenizer, tokensets: list[Any]) -> list[Any]:
+    """``tokenizer.decode`` of each token set; None where it cannot be decoded."""
+    out = []
+    for ts in tokensets:
+        try:
+            out.append(tokenizer.decode(ts))
+        except (ValueError, KeyError):
+            out.append(None)
+    return out
+
+
 def generate_and_measure(
     cell: Cell, data: Prepared, model, *, n: int, seed: int, out: Path, device, rep: Reporter,
     timings: dict[str, float],
@@ -394,13 +405,8 @@ def generate_and_measure(
     )
     timings["sample_s"] = time.perf_counter() - t
     timings["sample_per_item_ms"] = 1000 * timings["sample_s"] / max(len(filled), 1)
-    samples, undecodable = [], 0
-    for ts in filled:
-        try:
-            samples.append(data.tokenizer.decode(ts))
-        except (ValueError, KeyError):
-            samples.append(None)
-            undecodable += 1
+    samples = decode_all(data.tokenizer, filled)
+    undecodable = samples.count(None)
 
     rep.stage("measuring samples")
     t = time.perf_counter()
@@ -437,12 +443,7 @@ def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int,
             filled = sample_items(model, templates, cell.orderer, batch_size=cell.config.eval.batch_size,
                                   device=device, seed=seeding.stream_seed(seed, "validation"),
                                   temperature=cell.config.eval.temperature)
-        samples = []
-        for ts in filled:
-            try:
-                samples.append(data.tokenizer.decode(ts))
-            except (ValueError, KeyError):
-                samples.append(None)
+        samples = decode_all(data.tokenizer, filled)
         found = cell.modality.evaluate(samples, reference, templates=templates)
         values = {k: v for k, v in found.items() if isinstance(v, float)}
         if log is not None:
@@ -513,12 +514,7 @@ def measure_reconstruction(cell: Cell, data: Prepared, *, n: int, out: Path) -> 
     """A lossy tokenizer's reconstruction error on the first ``n`` test items:
     decode(encode(x)) against x, measured by the modality."""
     originals = [data.splits.test[i] for i in data.test_kept[:n]]
-    decoded = []
-    for i in range(min(n, len(data.test))):
-        try:
-            decoded.append(data.tokenizer.decode(data.test.tokenset(i)))
-        except (ValueError, KeyError):
-            decoded.append(None)
+    decoded = decode_all(data.tokenizer, [data.test.tokenset(i) for i in range(min(n, len(data.test)))])
     result = dict(cell.modality.reconstruction(originals, decoded, out=out))
     result.setdefault("n", len(originals))
     result["metric"] = cell.modality.reconstruction_metric

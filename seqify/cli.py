@@ -36,6 +36,11 @@ def _names(kind: str) -> str:
         return "see `seqify list`"
 
 
+def _split(names: Optional[str]) -> Optional[list[str]]:
+    """A comma-separated option as a list of names (None when not given)."""
+    return [x.strip() for x in names.split(",") if x.strip()] if names else None
+
+
 def _single_process(command: str) -> None:
     """Refuse to run ``command`` under torchrun: it runs cells one after another."""
     from seqify.distributed import env_world_size
@@ -206,11 +211,8 @@ def matrix(
 
     _single_process("matrix")
 
-    def split(s: Optional[str]) -> Optional[list[str]]:
-        return [x.strip() for x in s.split(",") if x.strip()] if s else None
-
-    req = MatrixRequest(modalities=split(modalities), orderers=split(orderers), out=out, generators=split(generators),
-                        tokenizers=split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
+    req = MatrixRequest(modalities=_split(modalities), orderers=_split(orderers), out=out,
+                        generators=_split(generators), tokenizers=_split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
                         train_orderer=train_orderer)
     try:
         with RichReporter() as rep:
@@ -247,7 +249,7 @@ def modelability(
 
     _single_process("modelability")
 
-    req = ModelabilityRequest(modality=modality, tokenizers=[x.strip() for x in tokenizers.split(",") if x.strip()],
+    req = ModelabilityRequest(modality=modality, tokenizers=_split(tokenizers),
                               out=out, orderer=orderer, generator=generator, dataset=dataset, data=data, budget=budget,
                               steps=steps, seed=seed, device=device, config_file=config)
     try:

@@ -294,12 +294,13 @@ def train(
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         done = step + 1
+        logging = step % every == 0 or done == cfg.steps
         saving = checkpoint is not None and checkpoint.every and (done % checkpoint.every == 0 or done == cfg.steps)
-        if step % every == 0 or done == cfg.steps or saving:
-            if bool(distributed.mean_across(nonfinite.float(), ctx) > 0):  # never save poisoned weights
-                raise FloatingPointError(f"training loss became non-finite at or before step {step} "
-                                         f"(last finite loss logged: {last:.5g})")
-        if step % every == 0 or done == cfg.steps:
+        if (logging or saving) and bool(distributed.mean_across(nonfinite.float(), ctx) > 0):
+            # the loss is read back only here; never log or save poisoned weights
+            raise FloatingPointError(f"training loss became non-finite at or before step {step} "
+                                     f"(last finite loss logged: {last:.5g})")
+        if logging:
             last = float(distributed.mean_across(loss.detach().float(), ctx))
             log.loss.append((step, round(last, 5)))
             for name, stat in (hooks.train_stats if hooks is not None else {}).items():

@@ -579,6 +579,7 @@ def item_problem(puzzle: str, solution: str) -> str | None:
 # ------------------------------------------------------------------------ difficulty
 
 
+@lru_cache(maxsize=1 << 16)  # the validation probe and every evaluation ask about the same puzzles
 def solve_by_singles(puzzle: str) -> tuple[str, int]:
     """Fill ``puzzle`` with the two simplest human strategies only; returns
     ``(grid, blanks left)``.
