@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,6 +39,13 @@ class TrainConfig(_Strict):
                                                    "with the cell's inference orderer and log the modality's metrics "
                                                    "(complete-task modalities, e.g. Sudoku: the solve rate through "
                                                    "training; 0: off)")
+    ema: float = Field(0.0, ge=0.0, lt=1.0,
+                       description="decay of an exponential moving average of the weights (e.g. 0.99; 0: off); "
+                                   "validation, probes and the trained model use the average")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="arithmetic of training and sampling (scoring is always float32): auto = bf16 "
+                            "autocast on CUDA, float32 on CPU; bf16 = bf16 autocast on either (on a CPU with "
+                            "native bf16, e.g. AVX512-BF16 or AMX, about twice as fast); fp32 = float32")
     checkpoint_every: int = Field(500, ge=0, description="save the resumable training state (OUT/train_state.pt) "
                                                           "every N steps and at the end (0: never); a rerun of the "
                                                           "same command resumes from it")

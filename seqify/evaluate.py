@@ -112,15 +112,17 @@ def sample_items(
     seed: int,
     temperature: float,
     on_batch: Callable[[int], None] | None = None,
+    precision: str = "auto",
 ) -> list[TokenSet]:
-    """Fill every template with ``model.sample``, in batches, reproducibly from ``seed``."""
+    """Fill every template with ``model.sample``, in batches, reproducibly from ``seed``,
+    in the arithmetic of ``precision`` (``TrainConfig.precision``)."""
     model.eval()
     rng = torch.Generator().manual_seed(seed)
     out: list[TokenSet] = []
     for start in range(0, len(templates), batch_size):
         chunk = templates[start : start + batch_size]
         batch: TokenBatch = collate(chunk).to(device)
-        with autocast(device):
+        with autocast(device, precision):
             filled = model.sample(batch, orderer, rng=rng, temperature=temperature)
         out.extend(filled.unbatch())
         if on_batch is not None:

@@ -265,9 +265,18 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(x_BTD).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
         if cache is not None:
             k, v = cache.append(k, v) if store else cache.peek(k, v)
-        y_BHTd = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+            # the CPU flash kernel's bf16 backward is several times slower than float32's
+            # (measured on AVX512-BF16, torch 2.13): bf16 matmuls, float32 attention
+            with torch.autocast("cpu", enabled=False):
+                y_BHTd = F.scaled_dot_product_attention(
+                    q.float(), k.float(), v.float(), attn_mask=mask,
+                    dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal,
+                ).to(q.dtype)
+        else:
+            y_BHTd = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            )
         return self.proj(y_BHTd.transpose(1, 2).reshape(B, T, D))
 
 

@@ -1,6 +1,6 @@
-"""The training loop every generator shares: AdamW, warm-up + cosine, clipping,
-bf16 autocast on CUDA, orders from the orderer at each step; resumable from an atomic
-checkpoint, and data-parallel under ``torchrun`` (:mod:`seqify.distributed`)."""
+"""The training loop every generator shares: AdamW, warm-up + cosine, clipping, bf16
+autocast per ``train.precision`` (by default on CUDA only), orders from the orderer at
+each step; resumable from an atomic checkpoint, and data-parallel under ``torchrun`` (:mod:`seqify.distributed`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +51,34 @@ class TrainLog:
         }
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "auto"):
+    """The arithmetic of ``TrainConfig.precision``: bf16 autocast or nothing.
+
+    ``auto``: bf16 on CUDA, float32 on CPU; ``bf16``: bf16 on either device (the
+    attention itself stays float32 on CPU, see :class:`seqify.nn.SelfAttention`);
+    ``fp32``: nothing.
+    """
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        if device.type == "cpu":
+            _check_cpu_bf16()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision {precision!r}: expected auto, fp32 or bf16")
     return contextlib.nullcontext()
+
+
+_CPU_BF16_CHECKED: list[bool] = []
+
+
+def _check_cpu_bf16() -> None:
+    """Say once when this CPU has no native bf16: autocast then runs slower, not faster."""
+    if _CPU_BF16_CHECKED:
+        return
+    _CPU_BF16_CHECKED.append(True)
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn("precision = bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): it is emulated and "
+                      "slower than float32; set train.precision = \"fp32\" (the results differ slightly)",
+                      stacklevel=3)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -75,6 +99,7 @@ def validation_loss(
     batch_size: int,
     device: torch.device,
     seed: int,
+    precision: str = "auto",
 ) -> float:
     """The training objective on the first ``n`` validation items, with fixed seeds."""
     was_training = model.training
@@ -88,7 +113,7 @@ def validation_loss(
                 idx = torch.arange(start, min(n, start + batch_size))
                 batch = table.batch(idx, device)
                 order = orderer.train_orders(batch, progress=1.0, rng=rng).to(device)
-                with autocast(device):
+                with autocast(device, precision):
                     loss = model.loss(batch, order)
                 total += float(loss) * len(idx)
                 count += len(idx)
@@ -129,6 +154,46 @@ class Checkpointing:
                      "training from the start")
             return None
         return state
+
+
+class _EMA:
+    """An exponential moving average of a model's parameters (``TrainConfig.ema``).
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the
+    first steps' weights (the random start) wash out early in a short run.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.params]
+
+    def update(self, n: int) -> None:
+        d = min(self.decay, (1 + n) / (10 + n))
+        with torch.no_grad():
+            torch._foreach_lerp_(self.shadow, [p.detach() for p in self.params], 1.0 - d)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own after."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    def _swap(self) -> None:
+        for p, s in zip(self.params, self.shadow):
+            p.data, s.data = s.data, p.data
+
+    def state(self) -> list[torch.Tensor]:
+        return [s.detach().clone() for s in self.shadow]
+
+    def load(self, tensors: list[torch.Tensor]) -> None:
+        if len(tensors) != len(self.shadow):
+            raise ValueError(f"the saved weight average has {len(tensors)} tensors, the model {len(self.shadow)}")
+        for s, t in zip(self.shadow, tensors):
+            s.copy_(t)
 
 
 class _Loss(torch.nn.Module):
@@ -199,6 +264,9 @@ def train(
     some other way, e.g. the solve rate of validation puzzles; each of its values is
     logged as a series ``val_<name>``. It must leave the training streams alone.
 
+    With ``cfg.ema``, validation and probes see the moving average of the weights, and
+    the model ends holding it (the raw weights and the average are both in the state).
+
     The loss is read back to the host only when it is logged (every ``steps / 100``
     steps), so a GPU never waits on the loop; ``on_step`` gets the last logged loss.
     """
@@ -218,10 +286,14 @@ def train(
     n = len(train_table)
     perm = torch.randperm(n, generator=batch_rng)
     cursor, start, seconds_before = 0, 0, 0.0
+    ema = _EMA(model, cfg.ema) if cfg.ema else None
+    averaged = ema.applied if ema is not None else contextlib.nullcontext
     state = checkpoint.load() if checkpoint is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load(state["ema"])
         batch_rng.set_state(state["rng_batches"])
         order_rng.set_state(state["rng_orders"])
         perm, cursor, start = state["perm"], int(state["cursor"]), int(state["step"])
@@ -259,6 +331,7 @@ def train(
             "rng_ranks": rng_ranks,
             "perm": perm,
             "cursor": cursor,
+            **({"ema": ema.state()} if ema is not None else {}),
             "log_json": json.dumps({"loss": log.loss, "val_loss": log.val_loss, "extra": log.extra,
                                     "seconds": seconds_before + time.perf_counter() - t0}),
         })
@@ -286,13 +359,15 @@ def train(
             group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if hooks is not None:
             hooks.set_progress(progress)
-        with autocast(device):
+        with autocast(device, cfg.precision):
             loss = engine(batch, order) if engine is not None else model.loss(batch, order)
         nonfinite |= ~torch.isfinite(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if ema is not None:
+            ema.update(step)
         done = step + 1
         logging = step % every == 0 or done == cfg.steps
         saving = checkpoint is not None and checkpoint.every and (done % checkpoint.every == 0 or done == cfg.steps)
@@ -306,18 +381,24 @@ def train(
             for name, stat in (hooks.train_stats if hooks is not None else {}).items():
                 log.extra.setdefault(name, []).append((step, round(float(stat), 5)))
         if ctx.is_main and cfg.eval_every and step > 0 and step % cfg.eval_every == 0:
-            if val_table is not None:
-                v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size,
-                                    device=device, seed=seed)
-                log.val_loss.append((step, round(v, 5)))
-            _run_probe(probe, model, step, log)
+            with averaged():
+                if val_table is not None:
+                    v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size,
+                                        device=device, seed=seed, precision=cfg.precision)
+                    log.val_loss.append((step, round(v, 5)))
+                _run_probe(probe, model, step, log)
         if saving:
             save(done)
         if on_step is not None:
             on_step(step, last)
     log.steps = cfg.steps
+    if ema is not None:  # the trained model is the average
+        with torch.no_grad():
+            for p, s in zip(ema.params, ema.shadow):
+                p.copy_(s)
     if ctx.is_main and val_table is not None and len(val_table):
-        v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed)
+        v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed,
+                             precision=cfg.precision)
         log.val_loss.append((cfg.steps, round(v, 5)))
     if ctx.is_main:
         _run_probe(probe, model, cfg.steps, log)

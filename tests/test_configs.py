@@ -13,6 +13,10 @@ CASES = {
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
     "sudoku_quick_no_axis_heads.toml": dict(modality="sudoku", orderer="margin", generator="masked",
                                             train_orderer="random"),
+    **{f"sudoku_quick_{name}.toml": dict(modality="sudoku", orderer="margin", generator="masked",
+                                          train_orderer="random")
+       for name in ("v1", "bf16_lr1e-3", "bf16_lr2e-3", "bf16_lr3e-3", "bf16_lr1e-3_3000", "bf16_lr2e-3_3000",
+                    "bf16_lr2e-3_ema")},
     "zinc_masked_quick.toml": dict(modality="molecule", dataset="zinc250k", orderer="random", generator="masked"),
     **{f"pc_coords_{sort}.toml": dict(modality="pointcloud", tokenizer="coords", orderer="raster", generator="causal")
        for sort in ("zyx", "morton", "random")},
@@ -33,8 +37,16 @@ def test_config_resolves(name, tmp_path):
         assert cell.tokenizer.sort == name.removeprefix("pc_coords_").removesuffix(".toml")
     elif name.startswith("image_crt_w"):  # the CRT weight sweep (benchmarks/run_aligned.sh)
         assert cell.tokenizer.options.crt_weight == float(name.removeprefix("image_crt_w").removesuffix(".toml"))
-    elif name == "sudoku_quick_no_axis_heads.toml":  # the learner ablation: the quick budget, plain heads
+    elif name == "sudoku_quick_no_axis_heads.toml":  # the learner ablation: plain heads, the v1 schedule
         assert not cell.generator_config.axis_heads and cell.config.train.steps == 2000
+        assert cell.config.train.precision == "fp32" and cell.config.train.ema == 0
+    elif name.startswith("sudoku_quick_"):  # the learner ablation: one schedule each (its file name)
+        t = cell.config.train
+        assert cell.generator_config.axis_heads
+        assert t.precision == ("fp32" if name == "sudoku_quick_v1.toml" else "bf16")
+        assert t.steps == (3000 if name.endswith("_3000.toml") else 2000)
+        assert t.ema == (0.99 if name.endswith("_ema.toml") else 0.0)
+        assert f"lr{t.lr:.0e}".replace("e-0", "e-") in name or (name == "sudoku_quick_v1.toml" and t.lr == 1e-3)
     elif budget == "full":
         assert cell.config.train.steps >= 50_000
     else:

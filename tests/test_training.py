@@ -180,3 +180,90 @@ def test_a_model_with_param_groups_gets_them_with_their_lr_scale(cell_data):
     assert seen["args"] == (1e-2, 0.01)
     assert all(torch.equal(b, p) for b, p in zip(before, frozen))  # lr_scale 0: never moved
     assert not torch.equal(other, rest[0])
+
+
+def test_precision_bf16_trains_in_bf16_on_the_cpu_and_fp32_does_not(cell_data):
+    """train.precision: bf16 runs the step under CPU autocast (the linear layers in bf16,
+    the attention in float32), fp32 and the CPU's auto in float32; the bf16 run follows
+    the float32 run's loss curve to bf16 accuracy."""
+    from seqify.training import autocast
+
+    cell, data = cell_data
+    seen: dict[str, set] = {}
+    curves: dict[str, list[float]] = {}
+    for precision in ("bf16", "fp32", "auto"):
+        model = build_model(cell, data.spec, 0)
+        dtypes: set = set()
+        attn = model.stack.blocks[0].attn
+        hooks = [model.head.register_forward_hook(lambda m, i, o: dtypes.add(("head", o.dtype))),
+                 attn.proj.register_forward_pre_hook(lambda m, i: dtypes.add(("attention", i[0].dtype)))]
+        cfg = TrainConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=2, precision=precision)
+        log = train(model, data.train, None, cell.train_orderer, cfg, device=torch.device("cpu"), seed=0)
+        for h in hooks:
+            h.remove()
+        seen[precision] = dtypes
+        curves[precision] = [loss for _, loss in log.loss]
+    assert seen["bf16"] == {("head", torch.bfloat16), ("attention", torch.bfloat16)}
+    assert seen["fp32"] == seen["auto"] == {("head", torch.float32), ("attention", torch.float32)}
+    assert curves["fp32"] == curves["auto"]
+    assert curves["bf16"] != curves["fp32"]
+    assert max(abs(a - b) for a, b in zip(curves["bf16"], curves["fp32"])) < 0.01
+    with pytest.raises(ValueError, match="precision 'fp16'"):
+        autocast(torch.device("cpu"), "fp16")
+
+
+def test_cpu_bf16_attention_is_computed_in_float32(monkeypatch):
+    """Under CPU bf16 autocast the attention kernel gets float32 q, k, v (its bf16 backward
+    is several times slower), and the block's output matches float32 to bf16 accuracy."""
+    import torch.nn.functional as F
+
+    from seqify.nn import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(32, 4)
+    x = torch.randn(2, 9, 32)
+    got: list[torch.dtype] = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        got.append(q.dtype)
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = attn(x)
+    y32 = attn(x)
+    assert got == [torch.float32, torch.float32]
+    assert y16.dtype == torch.bfloat16
+    assert torch.allclose(y16.float(), y32, atol=5e-2, rtol=5e-2)
+
+
+def test_ema_model_is_the_moving_average_of_the_weights_and_survives_a_resume(cell_data, tmp_path):
+    """train.ema: the trained model is the average of the weights after each step, with
+    the decay ramped up as min(decay, (1 + n) / (10 + n)); a crash and a resume give the
+    same average as an uninterrupted run."""
+    cell, data = cell_data
+    cfg = TrainConfig(steps=12, batch_size=16, lr=3e-3, warmup_steps=2, ema=0.8)
+    raw: list[dict[str, torch.Tensor]] = []
+    model = build_model(cell, data.spec, 0)
+    expected = {k: v.detach().clone() for k, v in model.named_parameters()}
+    train(model, data.train, None, cell.train_orderer, cfg, device=torch.device("cpu"), seed=0,
+          on_step=lambda step, loss: raw.append({k: v.detach().clone() for k, v in model.named_parameters()}))
+    for n, weights in enumerate(raw):
+        d = min(0.8, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
+    for name, tensor in model.named_parameters():
+        torch.testing.assert_close(tensor.detach(), expected[name], rtol=0, atol=1e-6, msg=name)
+    assert not torch.equal(model.head.weight.detach(), raw[-1]["head.weight"])  # not the last raw weights
+
+    ck = Checkpointing(tmp_path / "state.pt", every=5, signature="ema", log=lambda m: None)
+
+    def crash_at_7(step, loss):
+        if step == 7:
+            raise Crash
+
+    with pytest.raises(Crash):
+        _train(cell, data, cfg, ck, on_step=crash_at_7)
+    resumed, _ = _train(cell, data, cfg, ck)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, rtol=0, atol=1e-6, msg=name)
