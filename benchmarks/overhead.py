@@ -96,7 +96,9 @@ def main() -> None:
     req = BenchRequest(modality="sudoku", orderer="raster", generator="causal", out=Path("runs/overhead"),
                        budget="quick", seed=args.seed, device=args.device,
                        overrides={"size": args.size, "train": {"batch_size": args.batch_size, "steps": args.steps,
-                                                               "eval_every": 0}})
+                                                               "eval_every": 0, "probe_items": 0,
+                                                               # the plain loop runs float32, unaveraged
+                                                               "precision": "fp32", "ema": 0.0}})
     cell = resolve_cell(req)
     data = prepare_data(cell, req, Reporter(), {})
     cfg = cell.config.train

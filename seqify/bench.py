@@ -560,11 +560,14 @@ def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Reg
         raise NotApplicableError(reason)
     device = pick_device(req.device)
     ctx, joined = distributed.setup(device.type)
+    finished = False
     try:
-        return _run_bench(req, cell, device, ctx, rep, timings, t_all)
+        result = _run_bench(req, cell, device, ctx, rep, timings, t_all)
+        finished = True
+        return result
     finally:
-        if joined:
-            distributed.teardown()
+        if joined:  # after an error, leave at once (torchrun stops the other ranks)
+            distributed.teardown(wait=finished)
 
 
 def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timings: dict[str, float],
@@ -648,7 +651,7 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
 def run_sample(
     run: Path, out: Path, *, n: int | None = None, seed: int | None = None, device: str = "auto",
     temperature: float | None = None, score: int | None = None, reporter: Reporter | None = None,
-    registry: Registry | None = None,
+    registry: Registry | None = None, orderer: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Generate more items from a trained run's checkpoint, without retraining.
 
@@ -657,7 +660,9 @@ def run_sample(
     the weights are loaded with ``weights_only=True``. With ``score=N`` the first N
     test items are scored too (modelability, as ``seqify bench`` reports it), and a
     learned orderer's diagnostics are drawn again. The stages after training are
-    :func:`evaluate_model`, as in :func:`run_bench`.
+    :func:`evaluate_model`, as in :func:`run_bench`. ``orderer`` sets generation-time
+    settings of the run's orderer on top of its own (e.g. a learned order's
+    ``greedy_order``); a setting that changes the model's shape fails to load.
     """
     rep = reporter or Reporter()
     ckpt_path = Path(run) / "checkpoint.pt"
@@ -675,6 +680,8 @@ def run_sample(
         overrides["eval"]["n_samples"] = n
     if temperature is not None:
         overrides["eval"]["temperature"] = temperature
+    if orderer:
+        overrides["orderer"] = {**config.get("orderer", {}), **orderer}
     req = BenchRequest(
         modality=asked["modality"], orderer=asked["orderer"], out=Path(out), dataset=asked["dataset"],
         data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],

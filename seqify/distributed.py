@@ -20,6 +20,7 @@ reads the resumable training state from it).
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -78,14 +79,29 @@ def setup(device_kind: str) -> tuple[Ctx, bool]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_kind == "cuda":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    # the other ranks wait in teardown's barrier while rank 0 evaluates, which can take
+    # long at the full budget: the group's timeout must cover it
+    dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo",
+                            timeout=datetime.timedelta(minutes=GROUP_TIMEOUT_MIN))
     return current(), True
 
 
-def teardown() -> None:
+#: Minutes a collective (and the final barrier) may wait for the other ranks.
+GROUP_TIMEOUT_MIN = 180
+
+
+def teardown(*, wait: bool = True) -> None:
+    """Leave the process group; with ``wait``, first wait for every rank to get here.
+
+    Rank 0 evaluates while the others are done: a rank that destroyed its gloo group
+    while rank 0 still held it aborted ("terminate called without an active
+    exception"), so on the normal path every rank leaves together.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 
