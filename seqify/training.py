@@ -1,6 +1,7 @@
 """The training loop every generator shares: AdamW, warm-up + cosine, clipping, bf16
-autocast per ``train.precision`` (by default on CUDA only), orders from the orderer at
-each step; resumable from an atomic checkpoint, and data-parallel under ``torchrun`` (:mod:`seqify.distributed`)."""
+autocast per ``train.precision`` (by default on CUDA only), a moving average of the
+weights (``train.ema``), orders from the orderer at each step; resumable from an atomic
+checkpoint, and data-parallel under ``torchrun`` (:mod:`seqify.distributed`)."""
 
 from __future__ import annotations
 
