@@ -183,6 +183,11 @@ class _EMA:
         finally:
             self._swap()
 
+    def keep(self) -> None:
+        """Put the averaged weights in the model for good."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.params, self.shadow)
+
     def _swap(self) -> None:
         for p, s in zip(self.params, self.shadow):
             p.data, s.data = s.data, p.data
@@ -394,9 +399,7 @@ def train(
             on_step(step, last)
     log.steps = cfg.steps
     if ema is not None:  # the trained model is the average
-        with torch.no_grad():
-            for p, s in zip(ema.params, ema.shadow):
-                p.copy_(s)
+        ema.keep()
     if ctx.is_main and val_table is not None and len(val_table):
         v = validation_loss(model, val_table, orderer, n=cfg.val_items, batch_size=cfg.batch_size, device=device, seed=seed,
                              precision=cfg.precision)

@@ -169,6 +169,16 @@ def test_check_says_when_it_does_not_apply():
 # ------------------------------------------------------------------ the posterior q
 
 
+def _plackett_luce_by_hand(s_L: torch.Tensor, pred: list[int], steps: int) -> float:
+    """log q of the first ``steps`` picks of ``pred``: sum_t [s_{z_t} - logsumexp over the
+    slots not yet chosen]."""
+    by_hand, remaining = 0.0, list(pred)
+    for i in pred[:steps]:
+        by_hand += float(s_L[i] - torch.logsumexp(s_L[remaining], 0))
+        remaining.remove(i)
+    return by_hand
+
+
 def test_q_orders_are_valid_and_log_q_is_the_plackett_luce_formula():
     _, model = build(SUDOKU4)
     randomize_heads(model, scale=2.0)
@@ -181,11 +191,7 @@ def test_q_orders_are_valid_and_log_q_is_the_plackett_luce_formula():
         pred = [int(i) for i, b in zip(order.perm[r], order.block[r]) if b >= 0]
         assert sorted(pred) == rep.target[r].nonzero().flatten().tolist()  # every predicted slot once
         assert not any(bool(rep.given[r, i]) for i in pred)  # given slots never chosen
-        s = scores_RL[r].double()
-        by_hand, remaining = 0.0, list(pred)
-        for i in pred:  # log q = sum_t [s_{z_t} - logsumexp over the slots not yet chosen]
-            by_hand += float(s[i] - torch.logsumexp(s[remaining], 0))
-            remaining.remove(i)
+        by_hand = _plackett_luce_by_hand(scores_RL[r].double(), pred, len(pred))
         assert logq_R[r].item() == pytest.approx(by_hand, abs=1e-4)
     assert torch.allclose(plackett_luce_log_prob(scores_RL, order), logq_R)
     assert float(scores_RL[rep.target].abs().max()) <= model.options.score_clip
@@ -410,10 +416,7 @@ def test_prefix_log_q_is_the_plackett_luce_formula_on_the_first_steps():
     assert torch.equal(plackett_luce_prefix_log_prob(scores, order, torch.zeros_like(n)), torch.zeros(3))
     for r in range(3):
         pred = [int(i) for i, b in zip(order.perm[r], order.block[r]) if b >= 0]
-        remaining, by_hand = list(pred), 0.0
-        for i in pred[:4]:
-            by_hand += float(scores[r, i] - torch.logsumexp(scores[r, remaining], 0))
-            remaining.remove(i)
+        by_hand = _plackett_luce_by_hand(scores[r], pred, 4)
         got = plackett_luce_prefix_log_prob(scores[r : r + 1], order.rows(slice(r, r + 1)), torch.tensor([4]))
         assert float(got) == pytest.approx(by_hand, abs=1e-4)
 

@@ -80,6 +80,15 @@ def repeat_items(batch: TokenBatch, k: int) -> TokenBatch:
     return TokenBatch(batch.values[idx], batch.kinds[idx], batch.coords[idx], batch.given[idx], batch.pad[idx], meta)
 
 
+def _plackett_luce_steps(scores_BL: torch.Tensor, order: OrderBatch) -> torch.Tensor:
+    """``[B, L]`` log q of each step of ``order``: ``s_{z_t} - logsumexp_{j in z_t..z_end} s_j``
+    at the predicted entries (block >= 0), 0 elsewhere."""
+    pred_BL = order.block >= 0
+    s_BL = scores_BL.float().gather(1, order.perm).masked_fill(~pred_BL, NEG)
+    tail_BL = torch.logcumsumexp(s_BL.flip(1), dim=1).flip(1)  # logsumexp over entries >= t
+    return torch.where(pred_BL, s_BL - tail_BL, torch.zeros_like(s_BL))
+
+
 def plackett_luce_log_prob(scores_BL: torch.Tensor, order: OrderBatch) -> torch.Tensor:
     """``[B]`` exact log q(z | x) of a Plackett-Luce order over the predicted slots.
 
@@ -90,10 +99,7 @@ def plackett_luce_log_prob(scores_BL: torch.Tensor, order: OrderBatch) -> torch.
         scores_BL: per-slot Plackett-Luce scores (float).
         order: blocks-of-one orders; its predicted entries are the permuted slots.
     """
-    pred_BL = order.block >= 0
-    s_BL = scores_BL.float().gather(1, order.perm).masked_fill(~pred_BL, NEG)
-    tail_BL = torch.logcumsumexp(s_BL.flip(1), dim=1).flip(1)  # logsumexp over entries >= t
-    return torch.where(pred_BL, s_BL - tail_BL, torch.zeros_like(s_BL)).sum(1)
+    return _plackett_luce_steps(scores_BL, order).sum(1)
 
 
 def plackett_luce_prefix_log_prob(scores_BL: torch.Tensor, order: OrderBatch, step_B: torch.Tensor) -> torch.Tensor:
@@ -105,11 +111,8 @@ def plackett_luce_prefix_log_prob(scores_BL: torch.Tensor, order: OrderBatch, st
         order: blocks-of-one orders.
         step_B: prefix length per row.
     """
-    pred_BL = order.block >= 0
-    s_BL = scores_BL.float().gather(1, order.perm).masked_fill(~pred_BL, NEG)
-    tail_BL = torch.logcumsumexp(s_BL.flip(1), dim=1).flip(1)
-    take_BL = pred_BL & (order.block < step_B[:, None])
-    return torch.where(take_BL, s_BL - tail_BL, torch.zeros_like(s_BL)).sum(1)
+    steps_BL = _plackett_luce_steps(scores_BL, order)
+    return torch.where(order.block < step_B[:, None], steps_BL, torch.zeros_like(steps_BL)).sum(1)
 
 
 def sample_plackett_luce(batch: TokenBatch, scores_BL: torch.Tensor, gumbel_BL: torch.Tensor) -> OrderBatch:
