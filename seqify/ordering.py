@@ -11,20 +11,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 
-from seqify.errors import NotApplicableError
-from seqify.protocols import GeneratorCaps
+from seqify.protocols import BaseOrderer, GeneratorCaps, NoOptions
 from seqify.types import OrderBatch, TokenBatch, TokenizerSpec
 
-
-class NoOptions(BaseModel):
-    """An orderer without settings."""
-
-    model_config = ConfigDict(extra="forbid")
+__all__ = ["StaticOrderer", "AdaptiveOrderer", "NoOptions", "canonical_index", "random_priority"]
 
 
-class StaticOrderer:
+class StaticOrderer(BaseOrderer):
     """Orders from structure alone; the same order for training and inference.
 
     Subclasses set ``name`` and implement :meth:`priority`. Set ``prefix_closed`` when
@@ -35,21 +29,8 @@ class StaticOrderer:
     """
 
     name: str = "static"
-    adaptive: ClassVar[bool] = False
-    stochastic: ClassVar[bool] = False
-    learned: ClassVar[bool] = False
-    produces_blocks: ClassVar[bool] = False
     prefix_closed: ClassVar[bool] = False
     needs_any_order: ClassVar[bool] = True
-    config_model: ClassVar[type[BaseModel]] = NoOptions
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-    @property
-    def train_signature(self) -> str:
-        """Orderers with equal signatures train identical models (the matrix shares them)."""
-        return repr(self)
 
     def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
         if spec.variable_length and not self.prefix_closed:
@@ -78,9 +59,6 @@ class StaticOrderer:
         prio = self.priority(batch, rng).to(batch.values.device)
         return OrderBatch.from_priorities(batch, prio)
 
-    def select(self, logp_BLV: torch.Tensor, candidates_BL: torch.Tensor) -> torch.Tensor:
-        raise NotApplicableError(f"orderer {self.name!r} is not adaptive")
-
 
 def canonical_index(batch: TokenBatch) -> torch.Tensor:
     """``[B, L]`` float slot index: the tokenizer's canonical order."""
@@ -93,7 +71,7 @@ def random_priority(batch: TokenBatch, rng: torch.Generator) -> torch.Tensor:
     return torch.rand(batch.values.shape, generator=rng).to(batch.values.device)
 
 
-class AdaptiveOrderer:
+class AdaptiveOrderer(BaseOrderer):
     """Chooses each next slot from the generator's current predictions.
 
     Trains on random orders (the any-order objective), and at inference fills the
@@ -102,13 +80,6 @@ class AdaptiveOrderer:
 
     name: str = "adaptive"
     adaptive: ClassVar[bool] = True
-    stochastic: ClassVar[bool] = False
-    learned: ClassVar[bool] = False
-    produces_blocks: ClassVar[bool] = False
-    config_model: ClassVar[type[BaseModel]] = NoOptions
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
     #: adaptive orderers all train on uniformly random orders, like the 'random' orderer
     train_signature = "Random()"
@@ -128,11 +99,6 @@ class AdaptiveOrderer:
 
     def train_orders(self, batch: TokenBatch, *, progress: float, rng: torch.Generator) -> OrderBatch:
         return OrderBatch.from_priorities(batch, random_priority(batch, rng))
-
-    def infer_orders(self, batch: TokenBatch, *, rng: torch.Generator) -> OrderBatch:
-        raise NotApplicableError(
-            f"orderer {self.name!r} is adaptive: its order comes from the generator, step by step"
-        )
 
     def slot_score(self, logp_BLV: torch.Tensor) -> torch.Tensor:
         """``[B, L]``: how confidently each slot can be filled now (higher first)."""

@@ -26,18 +26,30 @@ if TYPE_CHECKING:
     from seqify.types import OrderBatch, Scores, TokenBatch, TokenizerSpec, TokenSet
 
 __all__ = [
+    "API_VERSION",
     "GeneratorCaps",
     "NoOptions",
     "Splits",
     "Tokenizer",
     "BaseTokenizer",
     "Orderer",
+    "StaticOrderer",
+    "AdaptiveOrderer",
     "TrainableOrderer",
     "TrainableModel",
+    "BaseOrderer",
+    "BaseTrainableOrderer",
+    "orderer_kind",
     "Generator",
+    "HiddenStates",
+    "BaseGenerator",
     "Modality",
     "BaseModality",
+    "PluginCompatibilityWarning",
     "check_component",
+    "required_members",
+    "optional_members",
+    "call_supported",
     "tokenizer_fingerprint",
 ]
 
@@ -57,12 +69,16 @@ class GeneratorCaps:
         blocks: can predict several slots at once (blocks larger than one).
         adaptive: can let an adaptive orderer pick the next slot from its predictions.
         variable_length: can generate items whose length it decides (end token).
+        hidden_states: implements :class:`HiddenStates` (``encode`` and
+            ``hidden_size``): per-slot hidden states and log-probabilities for every
+            slot at once, which a trainable orderer's policy reads.
     """
 
     any_order: bool = True
     blocks: bool = False
     adaptive: bool = False
     variable_length: bool = False
+    hidden_states: bool = False
 
 
 @dataclass
@@ -208,27 +224,32 @@ def _bf16() -> Any:
 
 @runtime_checkable
 class Orderer(Protocol):
-    """Chooses the order in which slots are generated.
+    """Chooses the order in which slots are generated: what every orderer has.
 
-    A static or stochastic orderer returns whole orders from the token structure alone
-    (kinds, coordinates, given flags), so it runs on any modality. An adaptive orderer
-    (``adaptive = True``) picks the next slot at inference time from the generator's
-    current predictions, through :meth:`select`; it trains the generator on random
-    orders (any-order training). A learned orderer (``learned = True``) trains with the
-    generator and is also a :class:`TrainableOrderer`. Subclass
-    :class:`seqify.ordering.StaticOrderer` or :class:`seqify.ordering.AdaptiveOrderer`.
+    There are three kinds, each its own protocol below, so that no orderer implements
+    a member only to refuse it (:func:`orderer_kind` tells them apart):
+
+    * :class:`StaticOrderer`: whole orders from the token structure alone (kinds,
+      coordinates, given flags), for scoring and sampling (``infer_orders``);
+    * :class:`AdaptiveOrderer` (``adaptive = True``): picks each next slot at inference
+      from the generator's current predictions (``select``); it trains the generator on
+      random orders (any-order training);
+    * :class:`TrainableOrderer`: an order policy that trains together with the
+      generator (LO-ARM); ``wrap`` returns the module the runner trains.
+
+    The runner calls ``wrap``, ``modelability`` and ``diagnostics`` on every orderer;
+    their defaults (:class:`BaseOrderer`) are the identity, the generic measurement
+    (:func:`seqify.evaluate.modelability`) and no diagnostics.
     """
 
     #: registered name, e.g. "raster"
     name: str
-    #: pydantic model of the orderer's settings
+    #: pydantic model of the orderer's settings (default: none)
     config_model: ClassVar[type[BaseModel]]
     #: True when the order is chosen from the generator's predictions at inference
     adaptive: ClassVar[bool]
     #: True when the orders differ between calls (a Monte Carlo estimate is then reported)
     stochastic: ClassVar[bool]
-    #: True when the orderer trains with the generator (see :class:`TrainableOrderer`)
-    learned: ClassVar[bool]
     #: True when its orders group several slots into one block (needs ``GeneratorCaps.blocks``)
     produces_blocks: ClassVar[bool]
 
@@ -238,7 +259,9 @@ class Orderer(Protocol):
         ...
 
     def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
-        """None when this orderer can serve that tokenizer and generator, else the reason."""
+        """None when this orderer can serve that tokenizer and generator, else the reason.
+        Called before any data loads, when the spec is known then (and again after the
+        tokenizer is fitted)."""
         ...
 
     def train_orders(
@@ -247,12 +270,45 @@ class Orderer(Protocol):
         """Orders to train on; ``progress`` in [0, 1] is the fraction of training done."""
         ...
 
-    def infer_orders(self, batch: TokenBatch, *, rng: torch.Generator) -> OrderBatch:
-        """Orders for scoring and sampling. Adaptive orderers raise NotApplicableError."""
+    def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec) -> torch.nn.Module:
+        """The module the runner trains, scores, samples and checkpoints (default: the
+        generator itself; a trainable orderer adds its policy)."""
         ...
 
+    def modelability(
+        self, model: torch.nn.Module, table: Any, *, n: int, batch_size: int, device: torch.device, seed: int,
+        orders_per_item: int = 1, on_batch: Any = None,
+    ) -> dict[str, Any]:
+        """Modelability of the first ``n`` items of ``table`` (keys: nats_per_token,
+        bits_per_item, top1_accuracy, kind, note, ...). Default: exact or Monte Carlo
+        log-likelihood under this orderer's orders (:func:`seqify.evaluate.modelability`)."""
+        ...
+
+    def diagnostics(
+        self, model: torch.nn.Module, table: Any, *, out: Path, train_log: dict[str, Any] | None,
+        device: torch.device, seed: int,
+    ) -> dict[str, Any]:
+        """Extra results (results.json "order_diagnostics", left out when empty); a
+        "files" entry maps names to files it wrote into ``out`` (pictures). Default: {}."""
+        ...
+
+
+@runtime_checkable
+class StaticOrderer(Orderer, Protocol):
+    """Whole orders from structure alone. Subclass :class:`seqify.ordering.StaticOrderer`."""
+
+    def infer_orders(self, batch: TokenBatch, *, rng: torch.Generator) -> OrderBatch:
+        """Orders for scoring and sampling."""
+        ...
+
+
+@runtime_checkable
+class AdaptiveOrderer(Orderer, Protocol):
+    """Picks each next slot from the generator's predictions (``adaptive = True``).
+    Subclass :class:`seqify.ordering.AdaptiveOrderer`."""
+
     def select(self, logp_BLV: torch.Tensor, candidates_BL: torch.Tensor) -> torch.Tensor:
-        """Adaptive only: ``[B]`` index of the next slot to fill.
+        """``[B]`` index of the next slot to fill.
 
         Args:
             logp_BLV: the generator's log-probabilities for every slot, restricted to
@@ -268,11 +324,14 @@ class TrainableModel(Protocol):
     """What a :class:`TrainableOrderer`'s ``wrap`` returns: a generator (``loss``,
     ``score``, ``sample``) holding the order policy, plus training hooks."""
 
-    #: statistics of the last training step (logged as series in results.json)
-    train_stats: dict[str, float]
-
     def set_progress(self, fraction: float) -> None:
         """Called before each training step with the fraction of training done."""
+        ...
+
+    def loss_with_stats(self, batch: TokenBatch, order: OrderBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss and statistics of this step as tensors, left on the device:
+        the training loop reads them back only at its logging steps (a series each in
+        results.json). ``loss`` is its first element."""
         ...
 
     def loss(self, batch: TokenBatch, order: OrderBatch) -> torch.Tensor: ...
@@ -297,28 +356,80 @@ class HasParamGroups(Protocol):
 
 @runtime_checkable
 class TrainableOrderer(Orderer, Protocol):
-    """An orderer that trains together with the generator (``learned = True``), as
-    LO-ARM's order policy does. The runner trains, scores, samples and checkpoints
-    the module ``wrap`` returns in place of the bare generator."""
+    """An order policy that trains together with the generator, as LO-ARM's does. The
+    runner trains, scores, samples and checkpoints the module ``wrap`` returns (a
+    :class:`TrainableModel`) in place of the bare generator; inference orders come
+    from that model. Subclass :class:`BaseTrainableOrderer`; ``check`` is where it
+    says which generator capabilities it needs (e.g. ``caps.hidden_states``)."""
 
     def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec) -> TrainableModel:
         """The generator with this orderer's policy (what the runner trains)."""
         ...
 
+
+class _OrdererDefaults:
+    """The optional members every kind of orderer shares."""
+
+    name: str = "orderer"
+    config_model: ClassVar[type[BaseModel]] = NoOptions
+    adaptive: ClassVar[bool] = False
+    stochastic: ClassVar[bool] = False
+    produces_blocks: ClassVar[bool] = False
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+    @property
+    def train_signature(self) -> str:
+        """Orderers with equal signatures train identical models (the matrix shares them)."""
+        return repr(self)
+
     def modelability(
-        self, model: TrainableModel, table: Any, *, n: int, batch_size: int, device: torch.device, seed: int
+        self, model: Any, table: Any, *, n: int, batch_size: int, device: Any, seed: int,
+        orders_per_item: int = 1, on_batch: Any = None,
     ) -> dict[str, Any]:
-        """Replaces the default modelability (same keys: nats_per_token, bits_per_item,
-        top1_accuracy, kind, note, ...), e.g. a bound and an importance-weighted estimate."""
-        ...
+        """Log-likelihood under this orderer's orders (:func:`seqify.evaluate.modelability`)."""
+        from seqify.evaluate import modelability
+
+        return modelability(model, table, self, n=n, batch_size=batch_size, device=device, seed=seed,
+                            orders_per_item=orders_per_item, on_batch=on_batch)
 
     def diagnostics(
-        self, model: TrainableModel, table: Any, *, out: Path, train_log: dict[str, Any] | None,
-        device: torch.device, seed: int,
+        self, model: Any, table: Any, *, out: Path, train_log: dict[str, Any] | None, device: Any, seed: int,
     ) -> dict[str, Any]:
-        """Extra results (results.json "order_diagnostics"); a "files" entry maps names
-        to files it wrote into ``out`` (pictures)."""
-        ...
+        """No diagnostics."""
+        return {}
+
+
+class BaseOrderer(_OrdererDefaults):
+    """Defaults for a static or adaptive orderer's optional members (``wrap`` is the
+    identity). :class:`seqify.ordering.StaticOrderer` and
+    :class:`seqify.ordering.AdaptiveOrderer` build on it."""
+
+    def wrap(self, generator: Any, spec: Any) -> Any:
+        """The generator itself."""
+        return generator
+
+
+class BaseTrainableOrderer(_OrdererDefaults):
+    """Defaults for a trainable orderer's optional members; implement ``check``,
+    ``train_orders`` (the orders that train the generator, e.g. during a warm start)
+    and ``wrap``."""
+
+    stochastic: ClassVar[bool] = True
+
+
+def orderer_kind(orderer: Any) -> Literal["static", "adaptive", "trainable"]:
+    """Which orderer protocol ``orderer`` (a class or an instance) implements.
+
+    ``adaptive = True``: adaptive. An orderer with no ``infer_orders`` of its own (or,
+    from API version 1, with ``learned = True``): trainable. Otherwise static.
+    """
+    if getattr(orderer, "adaptive", False):
+        return "adaptive"
+    if getattr(orderer, "learned", False) or not hasattr(orderer, "infer_orders"):
+        return "trainable"
+    return "static"
 
 
 @runtime_checkable
@@ -338,6 +449,8 @@ class Generator(Protocol):
     #: maps it to its own settings; ``{}`` for a generator without a size knob (any
     #: size name then means its defaults)
     sizes: ClassVar[dict[str, dict[str, Any]]]
+    #: preference when a cell names no generator (default 0; see :class:`BaseGenerator`)
+    default_priority: ClassVar[int]
 
     def loss(self, batch: TokenBatch, order: OrderBatch) -> torch.Tensor:
         """Scalar training loss in nats per predicted slot for one training step."""
@@ -364,6 +477,29 @@ class Generator(Protocol):
     ) -> TokenBatch:
         """Fill the non-given slots of ``template`` following ``orderer``."""
         ...
+
+
+@runtime_checkable
+class HiddenStates(Protocol):
+    """A generator with ``caps.hidden_states``: what a trainable orderer's policy reads."""
+
+    #: width D of the hidden states ``encode`` returns
+    hidden_size: int
+
+    def encode(self, batch: TokenBatch, known_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hidden_BLD, logp_BLV)`` for every slot at once, given the values of the
+        slots ``known_BL`` (the others are hidden from the model)."""
+        ...
+
+
+class BaseGenerator:
+    """Defaults for a generator's optional members (mix it in beside ``torch.nn.Module``)."""
+
+    #: no size knob: every budget's size name means the defaults
+    sizes: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: when a cell names no generator, the highest-priority generator whose ``caps`` the
+    #: orderer accepts runs it (ties: by name)
+    default_priority: ClassVar[int] = 0
 
 
 @runtime_checkable
@@ -437,11 +573,25 @@ class Modality(Protocol):
         (e.g. ``samples.smi``); returns the files written."""
         ...
 
-    def reconstruction(self, originals: list[Any], decoded: list[Any], *, out: Path) -> dict[str, Any]:
+    def reconstruction(
+        self, originals: list[Any], decoded: list[Any], *, out: Path, splits: Splits | None = None
+    ) -> dict[str, Any]:
         """For a lossy tokenizer: how far ``decoded[i]`` (decode(encode(x)), or None)
         is from ``originals[i]`` (e.g. MSE and PSNR for images, Chamfer distance for
         point clouds). ``reconstruction_metric`` names the error that comparisons plot
-        (lower is better); a "files" entry maps names to pictures written into ``out``."""
+        (lower is better); a "files" entry maps names to pictures written into ``out``.
+        ``splits`` are the run's splits (API 2; an implementation without the parameter
+        is called without it)."""
+        ...
+
+    def example_items(self, n: int, seed: int = 0) -> list[Any]:
+        """A few items (up to ``n``), quickly: the conformance kit tries every tokenizer
+        of the modality on them. Default: the first dataset that loads without a file."""
+        ...
+
+    def items_equal(self, decoded: Any, item: Any) -> bool:
+        """Whether ``decoded`` (decode(encode(item))) is ``item`` again, for a lossless
+        round trip (default ``==``; e.g. molecules compare canonical SMILES)."""
         ...
 
 
@@ -459,53 +609,156 @@ class BaseModality:
         """Nothing beyond the picture."""
         return []
 
-    def reconstruction(self, originals: list[Any], decoded: list[Any], *, out: Path) -> dict[str, Any]:
+    def reconstruction(
+        self, originals: list[Any], decoded: list[Any], *, out: Path, splits: Splits | None = None
+    ) -> dict[str, Any]:
         """Exact matches only (no modality-specific distance)."""
-        same = sum(o == d for o, d in zip(originals, decoded))
+        same = sum(self.items_equal(d, o) for o, d in zip(originals, decoded))
         return {"exact_share": same / max(len(originals), 1), "n": len(originals)}
 
+    def example_items(self, n: int, seed: int = 0) -> list[Any]:
+        """The first ``n`` training items of the first dataset that loads without a file."""
+        from seqify.data import RowReport
 
-#: the members each kind of component must have (those with defaults come from the base classes)
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "tokenizer": ("name", "config_model", "takes_dataset", "spec", "fit", "encode", "encode_batch", "decode",
-                  "state_dict", "load_state_dict", "blank"),
-    "orderer": ("name", "config_model", "adaptive", "stochastic", "learned", "produces_blocks", "train_signature",
-                "check", "train_orders", "infer_orders", "select"),
-    "trainable_orderer": ("wrap", "modelability", "diagnostics"),
-    "generator": ("config_model", "caps", "sizes", "loss", "score", "sample"),
-    "modality": ("name", "datasets", "file_datasets", "task", "config_model", "default_tokenizer",
-                 "headline_metrics", "reconstruction_metric", "load", "budget", "templates", "evaluate", "render",
-                 "save_samples", "reconstruction"),
-}
-_BASES = {
-    "tokenizer": "seqify.protocols.BaseTokenizer",
-    "orderer": "seqify.ordering.StaticOrderer or AdaptiveOrderer",
-    "trainable_orderer": "seqify.protocols.TrainableOrderer",
-    "generator": "seqify.protocols.Generator",
-    "modality": "seqify.protocols.BaseModality",
-}
+        errors = []
+        for dataset in self.datasets:  # type: ignore[attr-defined]
+            try:
+                splits = self.load(dataset, None, seed=seed, limit=n, report=RowReport())  # type: ignore[attr-defined]
+            except Exception as exc:  # this dataset needs a file: try the next
+                errors.append(f"{dataset}: {exc}")
+                continue
+            return list(splits.train[:n])
+        raise ValueError(f"modality {self.name!r}: no dataset loads without a file ({'; '.join(errors)})")
+
+    def items_equal(self, decoded: Any, item: Any) -> bool:
+        """``decoded == item``."""
+        return bool(decoded == item)
 
 
-def check_component(kind: str, name: str, cls: Any, *, plugin: str = "") -> None:
-    """Raise TypeError naming the component and each member its protocol needs that
-    ``cls`` lacks (called by the registry when it loads a component)."""
-    if kind not in _REQUIRED:
-        return
-    kinds = [kind]
-    if kind == "orderer" and getattr(cls, "learned", False):
-        kinds.append("trainable_orderer")
-    missing = [m for k in kinds for m in _REQUIRED[k] if not hasattr(cls, m)]
-    if kind == "generator" and not missing and not isinstance(getattr(cls, "caps"), GeneratorCaps):
-        raise TypeError(f"generator {name!r}{_from(plugin)}: caps must be a seqify.protocols.GeneratorCaps")
+#: the version of these protocols. A release within one version only adds optional
+#: members (with defaults) and optional keyword arguments; see docs/plugins.md,
+#: "Compatibility", for how a member is deprecated and how long it keeps working.
+API_VERSION = 2
+
+
+class PluginCompatibilityWarning(UserWarning):
+    """A component lacks optional members and runs with seqify's defaults for them."""
+
+
+def protocol_members(protocol: type) -> tuple[str, ...]:
+    """The members a protocol class declares (its own and its protocol bases'), in order:
+    annotated attributes, methods and properties, private and dunder names excluded."""
+    names: list[str] = []
+    for klass in reversed(protocol.__mro__):
+        if not getattr(klass, "_is_protocol", False) or klass is Protocol:
+            continue
+        for name in [*getattr(klass, "__annotations__", {}), *vars(klass)]:
+            if not name.startswith("_") and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+def _provided(defaults: type) -> set[str]:
+    return {name for klass in defaults.__mro__[:-1] for name in [*vars(klass), *getattr(klass, "__annotations__", {})]
+            if hasattr(defaults, name)}
+
+
+def component_protocol(kind: str, cls: Any) -> tuple[type, type]:
+    """``(protocol, defaults class)`` that ``cls``, registered as a ``kind``, implements."""
+    if kind == "orderer":
+        which = orderer_kind(cls)
+        protocol = {"static": StaticOrderer, "adaptive": AdaptiveOrderer, "trainable": TrainableOrderer}[which]
+        return protocol, (BaseTrainableOrderer if which == "trainable" else BaseOrderer)
+    return {"tokenizer": (Tokenizer, BaseTokenizer), "generator": (Generator, BaseGenerator),
+            "modality": (Modality, BaseModality)}[kind]
+
+
+def required_members(kind: str, cls: Any = None) -> tuple[str, ...]:
+    """The members a ``kind`` must implement itself: its protocol's members that the
+    defaults class does not provide (``name`` defaults to the registered name)."""
+    protocol, defaults = component_protocol(kind, cls)
+    provided = _provided(defaults) | {"name"}
+    return tuple(m for m in protocol_members(protocol) if m not in provided)
+
+
+def optional_members(kind: str, cls: Any = None) -> tuple[str, ...]:
+    """The members of a ``kind``'s protocol that have defaults."""
+    protocol, defaults = component_protocol(kind, cls)
+    provided = _provided(defaults)
+    return tuple(m for m in protocol_members(protocol) if m in provided and m != "name")
+
+
+def check_component(kind: str, name: str, cls: Any, *, plugin: str = "") -> Any:
+    """Check ``cls`` against its protocol when the registry first loads it.
+
+    Raises TypeError naming the component and each required member it lacks. A
+    component that lacks optional members (one that does not subclass the base class,
+    say, written against an earlier API) is returned as a subclass that takes seqify's
+    defaults for them, with one :class:`PluginCompatibilityWarning` naming them;
+    otherwise ``cls`` itself is returned. A class without ``name`` gets the registered
+    name.
+    """
+    if kind not in ("tokenizer", "orderer", "generator", "modality") or not isinstance(cls, type):
+        return cls
+    protocol, defaults = component_protocol(kind, cls)
+    where = f"{kind} {name!r}{_from(plugin)}"
+    missing = [m for m in required_members(kind, cls) if not hasattr(cls, m)]
     if missing:
         raise TypeError(
-            f"{kind} {name!r}{_from(plugin)} does not implement the {kind} protocol: missing "
-            f"{', '.join(missing)} (see {_BASES[kinds[-1] if missing[-1] in _REQUIRED[kinds[-1]] else kind]}; "
-            "the base classes give defaults for the optional members)"
+            f"{where} does not implement the {protocol.__name__} protocol: missing {', '.join(missing)} "
+            f"(see seqify.protocols.{protocol.__name__}; seqify.protocols.{defaults.__name__} gives defaults "
+            "for the optional members)"
         )
+    if kind == "generator":
+        caps = getattr(cls, "caps")
+        if not isinstance(caps, GeneratorCaps):
+            raise TypeError(f"{where}: caps must be a seqify.protocols.GeneratorCaps")
+        lacking = [m for m in protocol_members(HiddenStates) if not hasattr(cls, m)]
+        if caps.hidden_states and lacking:
+            raise TypeError(f"{where} declares caps.hidden_states but lacks {', '.join(lacking)} "
+                            "(see seqify.protocols.HiddenStates)")
+    absent = [m for m in optional_members(kind, cls) if not hasattr(cls, m)]
+    if not absent and hasattr(cls, "name"):
+        return cls
+    if absent:
+        import warnings
+
+        warnings.warn(
+            f"{where} lacks the optional members {', '.join(absent)}: it runs with seqify's defaults for them "
+            f"(seqify.protocols.{defaults.__name__}; subclass it to take them explicitly)",
+            PluginCompatibilityWarning, stacklevel=3,
+        )
+    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+    if not hasattr(cls, "name"):
+        namespace["name"] = name
+    return type(cls.__name__, (cls, defaults), namespace)
+
+
+def call_supported(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` without the keyword arguments ``fn`` does not accept.
+
+    How the runner calls members whose signature grew within an API version (e.g. a
+    ``reconstruction`` written before it received ``splits``): an implementation keeps
+    working, it is just not given what it never asked for.
+    """
+    accepted = _accepted_keywords(fn)
+    if accepted is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+    return fn(*args, **kwargs)
+
+
+def _accepted_keywords(fn: Any) -> set[str] | None:
+    """The keyword names ``fn`` accepts; None when it takes ``**kwargs`` (or has no signature)."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
 
 
 def _from(plugin: str) -> str:
     return f" (plugin {plugin!r})" if plugin else ""
-
-

@@ -3,7 +3,8 @@
 Plugins register ``"module:attr"`` strings (or objects), so listing components never
 imports torch. A class is imported the first time it is resolved and checked
 against its protocol then (:func:`seqify.protocols.check_component`): a plugin whose
-class lacks a member fails at load, with its name.
+class lacks a required member fails at load, with its name; one that lacks optional
+members gets seqify's defaults for them, with a warning.
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class ComponentInfo:
                 obj = getattr(obj, part)
             self.target = obj
         if not self._checked:
-            try:
-                check_component(self.kind, self.name, self.target, plugin=self.plugin)
+            try:  # a class lacking optional members comes back with seqify's defaults mixed in
+                self.target = check_component(self.kind, self.name, self.target, plugin=self.plugin)
             except TypeError as exc:
                 raise RegistrationError(str(exc)) from None
             self._checked = True

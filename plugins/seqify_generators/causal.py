@@ -144,6 +144,8 @@ class CausalTransformer(nn.Module):
         any_order=True, blocks=True, adaptive=False, variable_length=True
     )
     sizes: ClassVar[dict[str, dict[str, Any]]] = TRANSFORMER_SIZES
+    #: the default generator of every orderer it can serve
+    default_priority: ClassVar[int] = 20
 
     def __init__(self, spec: TokenizerSpec, config: CausalConfig | None = None):
         super().__init__()

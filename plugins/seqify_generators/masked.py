@@ -71,9 +71,11 @@ class MaskedTransformer(nn.Module):
 
     config_model: ClassVar[type[MaskedConfig]] = MaskedConfig
     caps: ClassVar[GeneratorCaps] = GeneratorCaps(
-        any_order=True, blocks=True, adaptive=True, variable_length=False
+        any_order=True, blocks=True, adaptive=True, variable_length=False, hidden_states=True
     )
     sizes: ClassVar[dict[str, dict[str, Any]]] = TRANSFORMER_SIZES
+    #: below the causal generator: the default only for orderers that need its capabilities
+    default_priority: ClassVar[int] = 10
 
     def __init__(self, spec: TokenizerSpec, config: MaskedConfig | None = None):
         super().__init__()
@@ -146,6 +148,11 @@ class MaskedTransformer(nn.Module):
         known_BL = batch.given if known_BL is None else known_BL
         prep = self._prepare(batch)
         return self._logp(prep, prep.gid_BL, known_BL & ~batch.pad)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the hidden states :meth:`encode` returns."""
+        return self.config.d_model
 
     def encode(self, batch: TokenBatch, known_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hidden states ``[B, L, D]`` and log-probabilities ``[B, L, V]`` given the known slots.
