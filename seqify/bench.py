@@ -22,7 +22,7 @@ from seqify.data import RowReport
 from seqify.errors import ConfigError, NotApplicableError, SeqifyError, UnknownComponentError
 from seqify.io import atomic_write_json, load_checkpoint, save_checkpoint
 from seqify.plugins import get_registry
-from seqify.protocols import tokenizer_fingerprint
+from seqify.protocols import call_supported, orderer_kind, tokenizer_fingerprint
 from seqify.registry import Registry
 
 
@@ -267,7 +267,7 @@ def train_signature(cell: Cell, req: BenchRequest, tokenizer_state: str) -> str:
         **{k: v for k, v in cell.names.items() if k not in ("orderer", "train_orderer")},
         "data": str(req.data) if req.data else None,
         "train_orders": cell.train_orderer.train_signature,
-        "wrapper": cell.orderer.train_signature if cell.orderer.learned else None,
+        "wrapper": cell.orderer.train_signature if orderer_kind(cell.orderer) == "trainable" else None,
         # neither changes the model: the probe runs in forked random streams
         "train": cell.config.train.model_dump(exclude={"checkpoint_every", "probe_items"}),
         "data_cfg": cell.config.data.model_dump(),
@@ -362,15 +362,12 @@ def prepare_data(
 
 
 def build_model(cell: Cell, spec, seed: int):
-    """The generator (its weights drawn from the ``init`` stream of ``seed``), wrapped
-    by a learned orderer when the orderer trains with it."""
+    """The generator (its weights drawn from the ``init`` stream of ``seed``), wrapped by
+    the orderer (the identity, except for a trainable orderer, which adds its policy)."""
     from seqify import seeding
 
     seeding.seed_global(seed, "init")
-    model = cell.generator_cls(spec, cell.generator_config)
-    if cell.orderer.learned:
-        model = cell.orderer.wrap(model, spec)
-    return model
+    return cell.orderer.wrap(cell.generator_cls(spec, cell.generator_config), spec)
 
 
 def decode_all(tokenizer, tokensets: list[Any]) -> list[Any]:
@@ -459,15 +456,11 @@ def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int,
 def score_test(cell: Cell, model, data: Prepared, *, n: int, seed: int, device, rep: Reporter) -> dict[str, Any]:
     """Modelability on the first ``n`` test items (the orderer's own measure when it has one)."""
     from seqify import seeding
-    from seqify.evaluate import modelability
 
     cfg = cell.config
-    score_seed = seeding.stream_seed(seed, "score")
-    if cell.orderer.learned:
-        return cell.orderer.modelability(model, data.test, n=n, batch_size=cfg.eval.batch_size, device=device,
-                                         seed=score_seed)
-    return modelability(model, data.test, cell.orderer, n=n, batch_size=cfg.eval.batch_size, device=device,
-                        seed=score_seed, orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance)
+    return call_supported(cell.orderer.modelability, model, data.test, n=n, batch_size=cfg.eval.batch_size,
+                          device=device, seed=seeding.stream_seed(seed, "score"),
+                          orders_per_item=cfg.eval.orders_per_item, on_batch=rep.advance)
 
 
 def evaluate_model(
@@ -502,12 +495,13 @@ def evaluate_model(
     files.update(sample_files)
     found["metrics"] = metrics
     found["headline"] = {k: metrics[k] for k in cell.modality.headline_metrics if k in metrics}
-    if cell.orderer.learned and n_test:
+    if n_test:
         rep.stage("order diagnostics")
         diagnostics = cell.orderer.diagnostics(model, data.test, out=out, train_log=train_log, device=device,
                                                seed=seeding.stream_seed(seed, "diagnostics"))
-        files.update(diagnostics.get("files", {}))
-        found["order_diagnostics"] = diagnostics
+        if diagnostics:
+            files.update(diagnostics.get("files", {}))
+            found["order_diagnostics"] = diagnostics
     found["files"] = files
     return found
 

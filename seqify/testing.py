@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from seqify.config import for_dataset
 from seqify.data import RowReport
 from seqify.hookspecs import hookimpl
-from seqify.protocols import BaseModality, BaseTokenizer, GeneratorCaps, Splits
+from seqify.protocols import BaseModality, BaseTokenizer, GeneratorCaps, Splits, orderer_kind
 from seqify.types import KindSpec, OrderBatch, Scores, TokenBatch, TokenizerSpec, TokenSet, collate
 
 __all__ = [
@@ -100,7 +100,7 @@ def check_orderer(orderer: Any, batch: TokenBatch, *, seed: int = 0) -> None:
     rng = torch.Generator().manual_seed(seed)
     for progress in (0.0, 0.5, 1.0):
         orderer.train_orders(batch, progress=progress, rng=rng).validate(batch)
-    if not orderer.adaptive and not getattr(orderer, "learned", False):
+    if orderer_kind(orderer) == "static":
         orderer.infer_orders(batch, rng=rng).validate(batch)
 
 
@@ -795,7 +795,7 @@ def _orderer_rows(registry: Any, name: str, seed: int) -> list[ConformanceResult
             if reason is not None:
                 raise _Skip(reason)
             check_orderer(orderer, batch, seed=seed)
-            if orderer.adaptive or getattr(orderer, "learned", False):
+            if orderer_kind(orderer) != "static":
                 return "training orders only (inference orders come from a model)"
             return ""
 
