@@ -51,7 +51,7 @@ CELLS: dict[str, dict] = {
 #: results.json sections whose numbers must not move (timings and versions may)
 SECTIONS = ("modelability", "reconstruction", "metrics", "headline", "order_diagnostics", "training", "data")
 #: keys inside those sections that are wall-clock or machine dependent
-VOLATILE = {"seconds", "files", "reused_model", "items_per_second", "steps_per_second"}
+VOLATILE = {"seconds", "files", "reused_model", "items_per_second", "steps_per_second", "metric_timings", "from_cache"}
 
 
 def numbers(value, prefix: str = "") -> dict[str, float]:

@@ -160,7 +160,8 @@ def bench(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset of the modality (default: its first)."),
     data: Optional[Path] = typer.Option(None, "--data", help="A data file, for datasets no package ships."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", "-t", help=f"Tokenizer: {_names('tokenizer')} (per modality)."),
-    generator: Optional[str] = typer.Option(None, "--generator", "-g", help=f"Generator: {_names('generator')} (default: masked for adaptive/learned orderers, else causal)."),
+    generator: Optional[str] = typer.Option(None, "--generator", "-g", help=f"Generator: {_names('generator')} (default: the highest-priority generator the orderer can use, "
+                                                                    "e.g. causal for static orders, masked for adaptive or learned ones)."),
     budget: str = typer.Option("quick", "--budget", help="smoke (seconds) | quick (minutes on a CPU) | full (one GPU)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
     seed: int = typer.Option(0, "--seed", help="Seeds splits, training, orders and sampling."),
@@ -277,17 +278,24 @@ def sample(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy)."),
     score: Optional[int] = typer.Option(None, "--score", help="Also score modelability on the first N test items."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the run's modality "
+                                          "(default: the one it was trained on)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The file or folder of --dataset."),
 ) -> None:
-    """Generate more items from a trained run's checkpoint, without retraining (and rescore it with --score)."""
+    """Generate more items from a trained run's checkpoint, without retraining (rescore it with --score, or
+    complete and score another dataset of the same modality with --dataset / --data)."""
     from seqify.bench import run_sample
 
     try:
         with RichReporter() as rep:
             result = run_sample(run, out, n=n, seed=seed, device=device, temperature=temperature, score=score,
-                                reporter=rep)
+                                reporter=rep, dataset=dataset, data=data)
     except SeqifyError as exc:
         _fail(exc)
-    t = Table(title=f"seqify sample from {run}")
+    evaluated = result.results["evaluated_on"]["dataset"]
+    trained = result.results["trained_on"]["dataset"]
+    t = Table(title=f"seqify sample from {run}" + (f" (trained on {trained}, evaluated on {evaluated})"
+                                                   if evaluated != trained else ""))
     t.add_column("measure")
     t.add_column("value", justify="right")
     for k, v in result.results.get("modelability", {}).items():

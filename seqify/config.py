@@ -73,6 +73,8 @@ class BenchConfig(_Strict):
     modality: dict[str, Any] = Field(default_factory=dict, description="modality settings (its config_model)")
     generator: dict[str, Any] = Field(default_factory=dict, description="generator settings")
     orderer: dict[str, Any] = Field(default_factory=dict, description="orderer settings")
+    train_orderer: dict[str, Any] = Field(default_factory=dict,
+                                          description="settings of the training orderer (--train-orderer)")
     tokenizer: dict[str, Any] = Field(default_factory=dict, description="tokenizer settings")
 
 

@@ -41,6 +41,8 @@ class TokenTable:
     given: torch.Tensor
     lengths: torch.Tensor
     meta: list[dict[str, Any]] = field(default_factory=list)
+    #: the tokenizer's coordinate names, carried by every batch (see TokenBatch.coord_names)
+    coord_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -87,6 +89,7 @@ class TokenTable:
             given=self.given[idx, :L] & ~pad,
             pad=pad,
             meta=[self.meta[i] for i in idx.tolist()] if self.meta else [{} for _ in range(len(idx))],
+            coord_names=self.coord_names,
         )
         return b.to(device)
 
@@ -185,7 +188,9 @@ def tokenize_split(
                 kept = state.pop("kept").tolist()
                 for row, reason in json.loads(state.pop("bad_json")):
                     report.add(f"{split} split", row, reason)
-                return TokenTable.from_state(state), kept
+                table = TokenTable.from_state(state)
+                table.coord_names = tuple(tokenizer.spec.coord_names)
+                return table, kept
             except Exception:  # a damaged cache is rebuilt, never trusted
                 pass
     encoded, kept, bad = [], [], []
@@ -209,6 +214,7 @@ def tokenize_split(
 
         raise DataError(f"no item of the {split} split could be tokenized by {tokenizer!r}")
     table = TokenTable.from_tokensets(encoded)
+    table.coord_names = tuple(tokenizer.spec.coord_names)
     if path is not None:
         state = table.state()
         state["kept"] = torch.tensor(kept, dtype=torch.long)

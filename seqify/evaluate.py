@@ -113,15 +113,17 @@ def sample_items(
     temperature: float,
     on_batch: Callable[[int], None] | None = None,
     precision: str = "auto",
+    coord_names: tuple[str, ...] = (),
 ) -> list[TokenSet]:
     """Fill every template with ``model.sample``, in batches, reproducibly from ``seed``,
-    in the arithmetic of ``precision`` (``TrainConfig.precision``)."""
+    in the arithmetic of ``precision`` (``TrainConfig.precision``); the batches carry
+    ``coord_names`` (the tokenizer's ``spec.coord_names``) for the orderer."""
     model.eval()
     rng = torch.Generator().manual_seed(seed)
     out: list[TokenSet] = []
     for start in range(0, len(templates), batch_size):
         chunk = templates[start : start + batch_size]
-        batch: TokenBatch = collate(chunk).to(device)
+        batch: TokenBatch = collate(chunk, coord_names=coord_names).to(device)
         with autocast(device, precision):
             filled = model.sample(batch, orderer, rng=rng, temperature=temperature)
         out.extend(filled.unbatch())

@@ -17,11 +17,11 @@ import json
 import sqlite3
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqify.bench import BenchRequest, Reporter, check_applicable, resolve_cell, run_bench
+from seqify.bench import BenchRequest, Reporter, RunSettings, check_applicable, resolve_cell, run_bench
 from seqify.errors import NotApplicableError, SeqifyError
 from seqify.io import atomic_write_bytes, atomic_write_text
 from seqify.plugins import get_registry
@@ -40,22 +40,25 @@ CREATE TABLE IF NOT EXISTS cells (
 )
 """
 
-@dataclass
-class MatrixRequest:
+@dataclass(kw_only=True)
+class MatrixRequest(RunSettings):
+    """The inputs of ``seqify matrix`` (and :class:`~seqify.bench.RunSettings`, given to
+    every cell; ``dataset`` and ``data`` apply to every modality of the request).
+
+    Args:
+        modalities: registered modality names.
+        orderers: registered orderer names.
+        out: output folder (``index.sqlite``, ``cells/``, ``models/``, the reports).
+        generators: generators to cross with (default: each cell's default).
+        tokenizers: tokenizers to cross with (each applies to its own modality;
+            default: each modality's default).
+    """
+
     modalities: list[str]
     orderers: list[str]
     out: Path
     generators: list[str] | None = None
     tokenizers: list[str] | None = None
-    budget: str = "quick"
-    steps: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    config_file: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    train_orderer: str | None = None
-    dataset: str | None = None  # for every modality of the request (default: each one's first)
-    data: Path | None = None  # a file or folder for ``dataset``
 
 
 @dataclass
@@ -103,11 +106,8 @@ def plan_cells(req: MatrixRequest, registry: Registry) -> list[BenchRequest]:
                         name += f"-trained-{req.train_orderer}"
                     cells.append(
                         BenchRequest(
-                            modality=modality, orderer=orderer, tokenizer=tokenizer, generator=generator,
-                            budget=req.budget, steps=req.steps, seed=req.seed, device=req.device,
-                            config_file=req.config_file, overrides=req.overrides, train_orderer=req.train_orderer,
-                            dataset=req.dataset, data=req.data,
-                            out=req.out / "cells" / name, model_cache=req.out / "models",
+                            **req.settings(), modality=modality, orderer=orderer, tokenizer=tokenizer,
+                            generator=generator, out=req.out / "cells" / name, model_cache=req.out / "models",
                         )
                     )
     return cells

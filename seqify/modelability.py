@@ -13,11 +13,11 @@ reconstruction error 0.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from seqify.bench import Reporter
+from seqify.bench import Reporter, RunSettings
 from seqify.io import atomic_write_bytes
 from seqify.matrix import MatrixRequest, run_matrix, write_table
 from seqify.plugins import get_registry
@@ -29,9 +29,9 @@ COLUMNS = ["tokenizer", "orderer", "generator", "status", "bits_per_item", "nats
            "top1_accuracy", "modelability_kind", "reconstruction_metric", "reconstruction_error", "headline", "reason"]
 
 
-@dataclass
-class ModelabilityRequest:
-    """The inputs of ``seqify modelability``.
+@dataclass(kw_only=True)
+class ModelabilityRequest(RunSettings):
+    """The inputs of ``seqify modelability`` (and :class:`~seqify.bench.RunSettings`).
 
     Args:
         modality: registered modality name.
@@ -39,8 +39,6 @@ class ModelabilityRequest:
         out: output folder (the cells, ``modelability.md``/``.csv``/``.png``).
         orderer: one orderer for every tokenization (default "raster").
         generator: one generator (default: the runner's choice for the orderer).
-        dataset, data: as for ``seqify bench``.
-        budget, steps, seed, device, config_file, overrides: as for ``seqify bench``.
     """
 
     modality: str
@@ -48,14 +46,6 @@ class ModelabilityRequest:
     out: Path
     orderer: str = "raster"
     generator: str | None = None
-    dataset: str | None = None
-    data: Path | None = None
-    budget: str = "quick"
-    steps: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    config_file: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,10 +68,8 @@ def run_modelability(
             raise UnknownComponentError("tokenizer", name, known, f"modality {req.modality!r}")
     out = Path(req.out)
     matrix = run_matrix(
-        MatrixRequest(modalities=[req.modality], orderers=[req.orderer], out=out,
-                      generators=[req.generator] if req.generator else None, tokenizers=list(req.tokenizers),
-                      budget=req.budget, steps=req.steps, seed=req.seed, device=req.device,
-                      config_file=req.config_file, overrides=req.overrides, dataset=req.dataset, data=req.data),
+        MatrixRequest(**req.settings(), modalities=[req.modality], orderers=[req.orderer], out=out,
+                      generators=[req.generator] if req.generator else None, tokenizers=list(req.tokenizers)),
         reporter, registry)
     rows = [_row(r) for r in matrix.rows]
     files = write_modelability(rows, out, title=f"{req.modality}: tokenizations under '{req.orderer}' ({req.budget})")

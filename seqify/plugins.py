@@ -2,7 +2,8 @@
 
 Every plugin, built-in ones included, is a module listed under the ``seqify``
 entry-point group and implements the hooks in :mod:`seqify.hookspecs`. The built-in
-plugins (``DEFAULT_PLUGINS``) are declared in seqify's own ``pyproject.toml``.
+plugins (``DEFAULT_PLUGINS``) are the entry points of seqify's own package, declared in
+its ``pyproject.toml`` and nowhere else.
 
 ``SEQIFY_LOAD_PLUGINS`` (comma-separated entry-point names) limits which plugins
 load; set it to an empty string to load none. The test suite sets it to the
@@ -27,16 +28,23 @@ from seqify.errors import RegistrationError
 from seqify.registry import KINDS, Registry
 
 ENTRY_POINT_GROUP = "seqify"
-#: entry-point name -> module of the plugins that ship with seqify
-DEFAULT_PLUGINS = {
-    "orderers": "seqify_orderers",
-    "generators": "seqify_generators",
-    "sudoku": "seqify_sudoku",
-    "molecule": "seqify_molecule",
-    "learned": "seqify_learned",
-    "image": "seqify_image",
-    "pointcloud": "seqify_pointcloud",
-}
+
+
+def builtin_plugins() -> dict[str, str]:
+    """Entry-point name -> module of the plugins that ship with seqify, read from seqify's
+    own package metadata (the ``[project.entry-points.seqify]`` table of its
+    ``pyproject.toml``): declared once, there."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        eps = distribution("seqify").entry_points
+    except PackageNotFoundError:  # not installed (a source tree on sys.path): no built-ins to name
+        return {}
+    return {ep.name: ep.value for ep in eps if ep.group == ENTRY_POINT_GROUP}
+
+
+#: the built-in plugins, as :func:`builtin_plugins` reads them
+DEFAULT_PLUGINS = builtin_plugins()
 
 _HOOKS = {
     "modality": "register_modalities",

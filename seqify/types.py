@@ -158,6 +158,9 @@ class TokenBatch:
     given: torch.Tensor  # [B, L] bool
     pad: torch.Tensor  # [B, L] bool
     meta: list[dict[str, Any]] = field(default_factory=list)
+    #: the names of the coordinate axes (the tokenizer's ``spec.coord_names``), so that an
+    #: orderer reads the structure off the batch; () when the batch was built without them
+    coord_names: tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:
@@ -180,16 +183,17 @@ class TokenBatch:
             self.given.to(device),
             self.pad.to(device),
             self.meta,
+            self.coord_names,
         )
 
     def rows(self, index: slice) -> "TokenBatch":
         """Items ``index`` (a slice of the batch), at the same padded length."""
         return TokenBatch(self.values[index], self.kinds[index], self.coords[index], self.given[index],
-                          self.pad[index], self.meta[index])
+                          self.pad[index], self.meta[index], self.coord_names)
 
     def with_values(self, values_BL: torch.Tensor) -> "TokenBatch":
         """A copy with new values; structure is shared, nothing is mutated."""
-        return TokenBatch(values_BL, self.kinds, self.coords, self.given, self.pad, self.meta)
+        return TokenBatch(values_BL, self.kinds, self.coords, self.given, self.pad, self.meta, self.coord_names)
 
     def unbatch(self) -> list[TokenSet]:
         """Back to one :class:`TokenSet` per item, padding removed."""
@@ -209,8 +213,9 @@ class TokenBatch:
         return out
 
 
-def collate(items: list[TokenSet], length: int | None = None) -> TokenBatch:
-    """Pad token sets into one :class:`TokenBatch` (to ``length`` if given)."""
+def collate(items: list[TokenSet], length: int | None = None, *, coord_names: tuple[str, ...] = ()) -> TokenBatch:
+    """Pad token sets into one :class:`TokenBatch` (to ``length`` if given), whose axes
+    are named ``coord_names`` (the tokenizer's ``spec.coord_names``)."""
     if not items:
         raise ValueError("collate needs at least one TokenSet")
     L = max(len(t) for t in items) if length is None else length
@@ -232,7 +237,7 @@ def collate(items: list[TokenSet], length: int | None = None) -> TokenBatch:
         coords[b, :n] = t.coords
         given[b, :n] = t.given
         pad[b, :n] = False
-    return TokenBatch(values, kinds, coords, given, pad, [dict(t.meta) for t in items])
+    return TokenBatch(values, kinds, coords, given, pad, [dict(t.meta) for t in items], tuple(coord_names))
 
 
 @dataclass

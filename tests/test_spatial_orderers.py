@@ -1,6 +1,8 @@
 """Spatial orderers (plugins/seqify_orderers/spatial.py): exact orders written by hand,
 validity on every structure, applicability and the axis rules."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -45,8 +47,14 @@ def grid_coords(H, W):
     return [(r, c) for r in range(H) for c in range(W)]
 
 
+def named(batch, spec):
+    """The batch carrying the spec's coordinate names, as the runner's batches do."""
+    return dataclasses.replace(batch, coord_names=tuple(spec.coord_names))
+
+
 def perm_of(orderer, spec, batch):
     assert orderer.check(spec, CAPS) is None
+    batch = named(batch, spec)
     order = orderer.infer_orders(batch, rng=torch.Generator().manual_seed(0))
     order.validate(batch)
     return order.perm.tolist()
@@ -132,7 +140,7 @@ def scale_items(n=2, given=()):
 
 
 def test_next_scale_one_block_per_scale_coarse_to_fine():
-    batch = collate(scale_items())
+    batch = named(collate(scale_items()), SCALE_SPEC)
     ns = NextScale()
     assert ns.check(SCALE_SPEC, CAPS) is None
     rng = torch.Generator().manual_seed(0)
@@ -145,7 +153,7 @@ def test_next_scale_one_block_per_scale_coarse_to_fine():
     assert train.next_block_only and not infer.next_block_only
     assert NextScale.produces_blocks and not NextScale.prefix_closed
     # given slots stay first, outside the blocks
-    batch = collate(scale_items(given=(9,)))
+    batch = named(collate(scale_items(given=(9,))), SCALE_SPEC)
     order = ns.infer_orders(batch, rng=rng)
     assert order.perm[0, 0].item() == 9 and order.block_sizes().tolist() == [[4, 9]] * 2
 
@@ -199,14 +207,22 @@ def test_axis_rule():
     assert isinstance(grid_layout(("position",)), str)
 
 
-def test_unchecked_orderer_needs_names_beyond_two_axes():
+def test_a_batch_without_names_needs_exactly_two_axes():
     from seqify.errors import NotApplicableError
 
     batch = collate(items(grid_coords(2, 2)))
     assert Spiral().priority(batch, torch.Generator()).shape == (2, 4)  # two axes: (row, col)
     sudoku = collate(items([(r, c, 0) for r, c in grid_coords(2, 2)]))
-    with pytest.raises(NotApplicableError, match="check"):
+    with pytest.raises(NotApplicableError, match="carries no coordinate names"):
         Spiral().priority(sudoku, torch.Generator())
+    # the structure comes with the batch: no state is kept from check()
+    orderer = Spiral()
+    assert orderer.check(SUDOKU_SPEC, CAPS) is None and vars(orderer) == {}
+    named_sudoku = collate(items([(r, c, 0) for r, c in grid_coords(2, 2)]), coord_names=SUDOKU_SPEC.coord_names)
+    assert orderer.priority(named_sudoku, torch.Generator()).shape == (2, 4)
+    # names that disagree with the batch's axes are an error, not a silent guess
+    with pytest.raises(NotApplicableError, match="names 2 coordinate axes"):
+        orderer.priority(dataclasses.replace(sudoku, coord_names=("row", "col")), torch.Generator())
 
 
 # ------------------------------------------------------------- validity
@@ -249,7 +265,7 @@ def test_every_orderer_is_valid_or_says_why(cls, structure):
     if reason is not None:
         assert cls.name in reason and str(tuple(spec.coord_names)) in reason
         return
-    batch = make()
+    batch = named(make(), spec)
     check_orderer(orderer, batch)
     a = orderer.infer_orders(batch, rng=torch.Generator().manual_seed(1))
     b = orderer.infer_orders(batch, rng=torch.Generator().manual_seed(2))

@@ -456,6 +456,7 @@ class CausalTransformer(nn.Module):
             given_BL & ~after_end_BL,
             new_pad_BL,
             [dict(m) for m in template.meta],
+            template.coord_names,
         )
         return samples, logp_out_BLV
 

@@ -23,10 +23,10 @@ slots sharing (i, j) in another axis that is ignored) go by slot index. Given sl
 come first and padding last (:meth:`OrderBatch.from_priorities` /
 :meth:`OrderBatch.from_groups` place them).
 
-The 2-D orders need the coordinate names, which a batch does not carry: ``check(spec,
-caps)`` binds the axes it resolved to the orderer (the runner and the conformance kit
-always call it before asking for orders). Unbound, a batch with exactly two axes uses
-them as (row, col); any other batch is an error that says to call ``check`` first.
+The 2-D orders read the coordinate names off the batch (``TokenBatch.coord_names``,
+the tokenizer's ``spec.coord_names``, which the runner's batches carry); an orderer
+keeps no state from ``check``. A batch without names that has exactly two axes uses
+them as (row, col); any other batch without names is an error that says so.
 """
 
 from __future__ import annotations
@@ -105,31 +105,29 @@ class _GridOrderer(StaticOrderer):
     cell at ``(r, c)`` of an ``H x W`` grid; all tensors ``[B, L]`` long.
     """
 
-    def __init__(self) -> None:
-        self._layout: tuple[int, int, int | None] | None = None
-        self._num_axes: int | None = None
-
     def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
         layout = grid_layout(spec.coord_names)
         if isinstance(layout, str):
             return f"orderer {self.name!r} {layout}"
-        self._layout, self._num_axes = layout, len(spec.coord_names)
         return super().check(spec, caps)
 
     def _resolve(self, batch: TokenBatch) -> tuple[int, int, int | None]:
         C = batch.coords.shape[-1]
-        if self._layout is not None:
-            if C != self._num_axes:
+        if batch.coord_names:
+            if len(batch.coord_names) != C:
                 raise NotApplicableError(
-                    f"orderer {self.name!r} was checked against a tokenizer with {self._num_axes} coordinate "
-                    f"axes, but this batch has {C}"
+                    f"orderer {self.name!r}: the batch names {len(batch.coord_names)} coordinate axes "
+                    f"{tuple(batch.coord_names)} but has {C}"
                 )
-            return self._layout
+            layout = grid_layout(batch.coord_names)
+            if isinstance(layout, str):
+                raise NotApplicableError(f"orderer {self.name!r} {layout}")
+            return layout
         if C == 2:
             return 0, 1, None
         raise NotApplicableError(
-            f"orderer {self.name!r} needs to know which of the batch's {C} coordinate axes are row and col: "
-            "call check(spec, caps) first"
+            f"orderer {self.name!r} needs to know which of the batch's {C} coordinate axes are row and col, "
+            "but the batch carries no coordinate names (build it with collate(..., coord_names=spec.coord_names))"
         )
 
     def grid_keys(self, r: torch.Tensor, c: torch.Tensor, H: torch.Tensor, W: torch.Tensor) -> list[torch.Tensor]:

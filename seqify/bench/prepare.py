@@ -1,0 +1,108 @@
+"""Data preparation: load a cell's dataset, fit (or restore) its tokenizer, tokenize every split."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqify.bench.request import BenchRequest, Reporter
+from seqify.bench.resolve import Cell, check_spec
+from seqify.data import RowReport
+from seqify.errors import NotApplicableError
+from seqify.io import load_checkpoint, save_checkpoint
+from seqify.protocols import call_supported, tokenizer_fingerprint
+
+
+@dataclass
+class Prepared:
+    """A cell's data after loading and tokenizing."""
+
+    splits: Any
+    tokenizer: Any
+    spec: Any
+    train: Any
+    val: Any
+    test: Any
+    report: RowReport
+    tokenizer_fingerprint: str
+    test_kept: list[int]  # index into the loaded test items of each row of ``test``
+    val_kept: list[int] = field(default_factory=list)  # the same for ``val``
+
+
+def fit_tokenizer(tokenizer, items: list[Any], *, seed: int, device, rep: Reporter) -> None:
+    """Fit ``tokenizer`` on ``items`` from the ``tokenizer`` stream of ``seed``, or restore
+    the state an earlier run fitted identically (same settings, same items, same seed):
+    a fitted tokenizer is shared by every cell of a matrix, fitted once."""
+    from seqify import seeding
+    from seqify.dataset import items_fingerprint
+    from seqify.io import cache_dir
+
+    key = hashlib.sha1(f"{tokenizer!r}|{items_fingerprint(items)}|{seed}".encode()).hexdigest()[:20]
+    path = cache_dir() / "tokenizers" / f"{type(tokenizer).__name__}-{key}.pt"
+    if path.is_file():
+        try:
+            tokenizer.load_state_dict(load_checkpoint(path)["state"])
+            rep.log(f"tokenizer {tokenizer!r}: restored the state fitted earlier ({path})")
+            return
+        except Exception:  # a damaged or outdated cache entry is fitted again, never trusted
+            pass
+    with seeding.forked(seed, "tokenizer", device):
+        call_supported(tokenizer.fit, items, device=device, seed=seeding.stream_seed(seed, "tokenizer"))
+    state = tokenizer.state_dict()
+    if state:
+        save_checkpoint(path, {"state": state})
+
+
+def prepare_data(
+    cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str, float], *, device=None,
+    tokenizer_state: dict[str, Any] | None = None,
+) -> Prepared:
+    """Load the dataset, fit the tokenizer (or restore its saved state), tokenize every
+    split (cached under the tokenizer's fingerprint)."""
+    from seqify.dataset import tokenize_split
+
+    rep.stage("loading data")
+    t = time.perf_counter()
+    report = RowReport()
+    splits = cell.modality.load(cell.names["dataset"], req.data, seed=req.seed, limit=cell.config.data.limit, report=report)
+    timings["load_s"] = time.perf_counter() - t
+
+    rep.stage("tokenizing")
+    t = time.perf_counter()
+    tokenizer = cell.tokenizer
+    if tokenizer_state is not None:
+        tokenizer.load_state_dict(tokenizer_state)
+    else:
+        fit_tokenizer(tokenizer, splits.train, seed=req.seed, device=device, rep=rep)
+    timings["fit_tokenizer_s"] = time.perf_counter() - t
+    spec = tokenizer.spec
+    reason = check_spec(cell, spec)
+    if reason:
+        raise NotApplicableError(reason)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    key = f"{cell.names['modality']}|{cell.names['dataset']}|{cell.names['tokenizer']}|{fingerprint}|{spec!r}"
+    train_table, _ = tokenize_split(tokenizer, splits.train, split="train", report=report, cache_key=key)
+    val_table, val_kept = (tokenize_split(tokenizer, splits.val, split="val", report=report, cache_key=key)
+                           if splits.val else (None, []))
+    test_table, test_kept = tokenize_split(tokenizer, splits.test, split="test", report=report, cache_key=key)
+    if cell.modality.task == "complete" and len(test_kept) != len(splits.test):
+        # completions must stay aligned with the test items they complete; for generation the
+        # reference set (e.g. FCD's) stays whole, and the skipped items are in the row report
+        splits.test = [splits.test[i] for i in test_kept]
+    timings["tokenize_s"] = time.perf_counter() - t
+    return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint, test_kept,
+                    val_kept)
+
+
+def decode_all(tokenizer, tokensets: list[Any]) -> list[Any]:
+    """``tokenizer.decode`` of each token set; None where it cannot be decoded."""
+    out = []
+    for ts in tokensets:
+        try:
+            out.append(tokenizer.decode(ts))
+        except (ValueError, KeyError):
+            out.append(None)
+    return out
+
