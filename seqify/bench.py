@@ -511,7 +511,7 @@ def measure_reconstruction(cell: Cell, data: Prepared, *, n: int, out: Path) -> 
     decode(encode(x)) against x, measured by the modality."""
     originals = [data.splits.test[i] for i in data.test_kept[:n]]
     decoded = decode_all(data.tokenizer, [data.test.tokenset(i) for i in range(min(n, len(data.test)))])
-    result = dict(cell.modality.reconstruction(originals, decoded, out=out))
+    result = dict(call_supported(cell.modality.reconstruction, originals, decoded, out=out, splits=data.splits))
     result.setdefault("n", len(originals))
     result["metric"] = cell.modality.reconstruction_metric
     return result
