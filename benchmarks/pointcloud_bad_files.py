@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqify_pointcloud.data import make_shape
+from seqify_pointcloud.shapes import make_shape
 
 
 def write_ply(path: Path, pts: np.ndarray) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from seqify.data import RowReport
 from seqify_sudoku.csvio import load_csv
-from seqify_sudoku.puzzles import generate_puzzles
+from seqify_sudoku.generator import generate_puzzles
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "sudoku_bad_rows.csv"
 

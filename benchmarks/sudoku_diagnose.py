@@ -20,8 +20,8 @@ import torch
 from seqify.io import load_checkpoint
 from seqify.plugins import get_registry
 from seqify.types import collate
-from seqify_sudoku.modality import CellTokenizer
-from seqify_sudoku.puzzles import generate_puzzles
+from seqify_sudoku.generator import generate_puzzles
+from seqify_sudoku.tokenizers import CellTokenizer
 
 
 def main() -> None:

@@ -20,15 +20,9 @@ import time
 
 import numpy as np
 
-from seqify_sudoku.puzzles import (
-    base_pool,
-    default_pool_size,
-    default_workers,
-    expand_pool,
-    is_valid_solution,
-    make_base_puzzle,
-    solve,
-)
+from seqify_sudoku.checks import is_valid_solution
+from seqify_sudoku.generator import base_pool, default_pool_size, default_workers, expand_pool, make_base_puzzle
+from seqify_sudoku.solver import solve
 
 
 def main() -> None:

@@ -217,6 +217,24 @@ def test_pixel_reconstruction_has_the_expected_mse(tmp_path):
     assert r2["mse"] == 0.0 and r2["psnr"] is None
 
 
+def test_reconstruction_uses_the_classifier_of_the_splits_it_is_passed(tmp_path):
+    mod = Image(classifier={"steps": 60})
+    s = mod.load("digits", None, seed=0, limit=None, report=RowReport())
+    assert set(vars(mod)) == {"options"}  # nothing kept from load: the runner passes the splits
+    originals = list(s.test[:24])
+    blank = [ImageItem(np.zeros_like(o.pixels), o.label) for o in originals]
+    alone = mod.reconstruction(originals, blank, out=tmp_path)  # no splits: no classifier
+    assert alone["classifier_accuracy"] is None and "no splits" in alone["classifier_note"]
+    r = mod.reconstruction(originals, list(originals), out=tmp_path, splits=s)
+    classifier, _ = mod._classifier(s)
+    truth = np.array([o.label for o in originals])
+    expected = float((classifier.predict_items(originals)[1].argmax(1) == truth).mean())
+    assert r["classifier_accuracy"] == r["originals_classifier_accuracy"] == pytest.approx(expected)
+    assert r["classifier_accuracy"] > 0.2 and r["mse"] == 0.0  # above chance (0.1) after 60 steps
+    wiped = mod.reconstruction(originals, blank, out=tmp_path, splits=s)
+    assert wiped["classifier_accuracy"] < r["classifier_accuracy"]  # a blank image is not read as its digit
+
+
 def test_render_and_save_samples(tmp_path):
     tok = PixelTokenizer(resolution=6)
     samples = [tok.decode(tok.blank()), None, ImageItem(np.ones((6, 6), np.float32))]

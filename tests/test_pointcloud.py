@@ -16,15 +16,11 @@ from seqify.data import RowReport
 from seqify.testing import check_tokenizer
 from seqify.types import collate
 
-from seqify_pointcloud.data import (
-    CLASSES,
-    PointCloudItem,
-    files_splits,
-    normalize_box,
-    read_off,
-    BadFile,
-    shapes_splits,
-)
+from seqify_pointcloud import data
+from seqify_pointcloud.folders import files_splits
+from seqify_pointcloud.items import PointCloudItem, normalize_box
+from seqify_pointcloud.readers import BadFile, read_off
+from seqify_pointcloud.shapes import CLASSES, shapes_splits
 from seqify_pointcloud.metrics import (
     chamfer_matrix,
     chamfer_pairs,
@@ -46,6 +42,16 @@ def _blob(seed: int, n: int = 64, scale=(1.0, 0.6, 0.4)) -> PointCloudItem:
     rng = np.random.default_rng(seed)
     pts = rng.normal(size=(n, 3)) * np.asarray(scale)
     return PointCloudItem(normalize_box(pts), seed % 3, f"blob/{seed}")
+
+
+def test_data_module_keeps_every_name_of_the_split_modules():
+    from seqify_pointcloud import folders, items, readers, shapes
+
+    assert data.PointCloudItem is items.PointCloudItem and data.normalize_box is items.normalize_box
+    assert data.shapes_splits is shapes.shapes_splits and data.make_shape is shapes.make_shape
+    assert data.read_off is readers.read_off and data.BadFile is readers.BadFile
+    assert data.files_splits is folders.files_splits and data.SUFFIXES == readers.SUFFIXES
+    assert all(hasattr(data, name) for name in data.__all__) and len(data.__all__) == 12
 
 
 # ------------------------------------------------------------------------ open3d
@@ -441,6 +447,10 @@ def test_reconstruction_render_and_samples_file(tmp_path):
     assert rec["failed"] == 1 and rec["emd_items"] == 4
     assert 0 < rec["chamfer"] <= 2 * 3 * (1 / 32) ** 2  # each point moves at most half a bin per axis
     assert (tmp_path / rec["files"]["reconstruction"]).is_file()
+    from seqify.protocols import Splits
+
+    with_splits = mod.reconstruction(items, decoded[:4] + [None], out=tmp_path, splits=Splits(items, [], items))
+    assert with_splits == rec  # the runner passes the splits; the distances do not use them
     png = mod.render(decoded[:3] + [None], tmp_path / "samples.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (npz,) = mod.save_samples(decoded[:2] + [None], tmp_path)

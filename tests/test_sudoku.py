@@ -16,23 +16,14 @@ from seqify.data import RowReport
 from seqify.errors import ConfigError, DataError, UnknownComponentError
 from seqify.protocols import Modality, Splits, Tokenizer
 from seqify.testing import check_tokenizer
-from seqify_sudoku import puzzles
+from seqify_sudoku import generator, puzzles
+from seqify_sudoku.checks import clue_problem, grid_problem, is_valid_solution, item_problem
 from seqify_sudoku.csvio import load_csv
-from seqify_sudoku.modality import CellTokenizer, Sudoku
-from seqify_sudoku.puzzles import (
-    SudokuItem,
-    augment,
-    base_pool,
-    count_solutions,
-    generate_puzzles,
-    is_valid_solution,
-    item_problem,
-    make_base_puzzle,
-    solve,
-    solve_by_singles,
-    to_array,
-    to_strings,
-)
+from seqify_sudoku.generator import augment, base_pool, generate_puzzles, make_base_puzzle
+from seqify_sudoku.items import SudokuItem, to_array, to_strings
+from seqify_sudoku.modality import Sudoku
+from seqify_sudoku.solver import count_solutions, solve, solve_by_singles
+from seqify_sudoku.tokenizers import CellTokenizer
 
 DATA = Path(__file__).parent / "data"
 BAD_ROWS = DATA / "sudoku_bad_rows.csv"
@@ -74,13 +65,27 @@ def test_solve_counts_up_to_the_limit_and_rejects_contradictions():
         solve("0" * 80)
 
 
+def test_one_check_serves_clues_and_full_grids(items):
+    assert clue_problem is grid_problem
+    assert grid_problem(items[0].solution) is None and grid_problem(items[0].puzzle) is None
+    assert grid_problem("1" + "0" * 8 + "1" + "0" * 71) == "digit 1 appears twice in column 1"
+    bad = _relabel(items[0].solution)[:40] + items[0].solution[40:]  # 1s and 2s swapped in half the grid
+    assert grid_problem(bad) is not None and not is_valid_solution(bad)
+
+
+def test_puzzles_module_still_exports_every_name():
+    assert puzzles.generate_puzzles is generate_puzzles and puzzles.SudokuItem is SudokuItem
+    assert puzzles.solve is solve and puzzles.item_problem is item_problem and puzzles.to_array is to_array
+    assert all(hasattr(puzzles, name) for name in puzzles.__all__) and len(puzzles.__all__) == 23
+
+
 # -------------------------------------------------------------- generator
 
 
 def test_generator_is_seeded_and_reproducible():
-    puzzles._generate.cache_clear()
+    generator._generate.cache_clear()
     a = generate_puzzles(40, clues=30, seed=5, pool_size=8)
-    puzzles._generate.cache_clear()
+    generator._generate.cache_clear()
     b = generate_puzzles(40, clues=30, seed=5, pool_size=8)
     c = generate_puzzles(40, clues=30, seed=6, pool_size=8)
     assert a == b
@@ -195,12 +200,12 @@ def test_csv_header_variants(tmp_path, items):
     rows = [f"{k},{i.solution},x,{i.puzzle}" for k, i in enumerate(items[:3])]
     path.write_text("id,solution,difficulty,puzzle\n" + "\n".join(rows) + "\n")
     assert load_csv(path, RowReport()) == items[:3]
-    # a header that names nothing known: reported, the rest still read
+    # a header that names nothing known: a note (not a bad row), the rest still read
     path = tmp_path / "odd.csv"
     path.write_text("a,b\n" + "\n".join(body) + "\n")
-    report = RowReport()
-    assert load_csv(path, report) == items[:3]
-    assert [(b.row, b.reason.split(":")[0]) for b in report.bad] == [(1, "unrecognized header")]
+    report, notes = RowReport(), []
+    assert load_csv(path, report, notes=notes) == items[:3]
+    assert report.bad == [] and [n.split(":")[0] for n in notes] == ["unrecognized header"]
     with pytest.raises(DataError, match="does not exist"):
         load_csv(tmp_path / "missing.csv", RowReport())
 
@@ -247,21 +252,40 @@ def test_csv_without_header_with_or_without_an_index_column(tmp_path, items):
 
 
 @pytest.mark.parametrize("header", ["a,b", "col1,col2", "grid,filled"])
-def test_csv_unrecognized_header_is_reported_once_as_a_header(tmp_path, items, header):
+def test_csv_unrecognized_header_is_one_note_not_a_bad_row(tmp_path, items, header):
     path = tmp_path / "odd.csv"
     body = [f"{i.puzzle},{i.solution}" for i in items[:5]]
     body.insert(2, "short,row")  # a bad data row: reported as such, on its own line
     path.write_text(header + "\n" + "\n".join(body) + "\n")
-    report = RowReport()
-    assert load_csv(path, report) == items[:5]
-    headers = [b for b in report.bad if b.reason.startswith("unrecognized header")]
-    assert len(headers) == 1 and headers[0].row == 1
-    assert repr(header.split(",")) in headers[0].reason  # names the columns it found
-    assert "one of quizzes" in headers[0].reason and "answer" in headers[0].reason
-    others = [(b.row, b.reason.split(":")[0]) for b in report.bad if b is not headers[0]]
-    assert others == [(4, "wrong length")]
+    report, notes = RowReport(), []
+    assert load_csv(path, report, notes=notes) == items[:5]
+    assert len(notes) == 1 and notes[0].startswith("unrecognized header")
+    assert repr(header.split(",")) in notes[0]  # names the columns it found
+    assert "one of quizzes" in notes[0] and "answer" in notes[0]
+    assert [(b.row, b.reason.split(":")[0]) for b in report.bad] == [(4, "wrong length")]
     assert report.read == 6  # data rows only: the header is not counted as a row
-    assert report.summary()["skipped_by_reason"]["unrecognized header"] == 1
+    assert "unrecognized header" not in report.summary()["skipped_by_reason"]
+    assert load_csv(path, RowReport()) == items[:5]  # without a notes list: only logged
+
+
+def test_csv_unrecognized_header_and_three_bad_rows_are_three_skipped_and_a_note(tmp_path, items):
+    path = tmp_path / "unsolved.csv"
+    body = [f"{i.puzzle},{i.solution}" for i in items[:6]]
+    body[1] = "short,row"  # wrong length
+    body[3] = f"{items[3].puzzle},{items[3].solution[:-1]}x"  # illegal character
+    body[4] = f"{items[4].puzzle}"  # wrong number of fields
+    path.write_text("unsolved,solved\n" + "\n".join(body) + "\n")
+    report = RowReport()
+    splits = Sudoku().load("csv", path, seed=0, limit=None, report=report)
+    assert report.skipped == 3 and splits.info["rows_skipped"] == 3 and splits.info["rows_read"] == 6
+    assert [b.row for b in report.bad] == [3, 5, 6]  # data lines only, never the header (line 1)
+    assert splits.info["header_note"].startswith("unrecognized header: columns ['unsolved', 'solved']")
+    assert "unrecognized header" not in splits.info["skipped_by_reason"]
+    assert sorted(splits.train + splits.val + splits.test, key=lambda i: i.puzzle) == sorted(
+        [items[k] for k in (0, 2, 5)], key=lambda i: i.puzzle)
+    known = tmp_path / "known.csv"
+    known.write_text("quizzes,solutions\n" + "\n".join(body) + "\n")
+    assert Sudoku().load("csv", known, seed=0, limit=None, report=RowReport()).info["header_note"] is None
 
 
 def test_csv_unrecognized_wide_header_is_a_data_error(tmp_path, items):
@@ -335,6 +359,29 @@ def test_csv_dataset_split(tmp_path, items):
     assert len(limited.train) == 7 and limited.test == splits.test
     reshuffled = Sudoku().load("csv", path, seed=1, limit=None, report=RowReport())
     assert reshuffled.test != splits.test
+
+
+def test_example_items_are_fast_generated_puzzles_that_round_trip():
+    m = Sudoku()
+    examples = m.example_items(6, seed=2)
+    assert examples == generate_puzzles(6, clues=30, seed=2, pool_size=2, workers=1)
+    assert len({i.puzzle for i in examples}) == 6 and all(i.clues == 30 for i in examples)
+    assert all(item_problem(i.puzzle, i.solution) is None for i in examples)
+    assert m.example_items(6, seed=3) != examples
+    tok = CellTokenizer()
+    assert all(m.items_equal(tok.decode(tok.encode(i)), i) for i in examples)
+    assert not m.items_equal(examples[0].puzzle, examples[0]) and not m.items_equal(None, examples[0])
+    assert not m.items_equal(examples[1].solution, examples[0])
+
+
+def test_the_modality_keeps_no_splits_after_load(tmp_path):
+    m = Sudoku(pool_size=2, eval_pool_size=2, n_val=2, n_test=2)
+    splits = m.load("generated", None, seed=0, limit=4, report=RowReport())
+    assert set(vars(m)) == {"options"}  # nothing stashed from load
+    with pytest.raises(ValueError, match="needs the splits"):
+        m.save_samples([splits.test[0].solution], tmp_path)
+    (path,) = m.save_samples([splits.test[0].solution], tmp_path, splits=splits)
+    assert path.read_text().splitlines()[1] == f"{splits.test[0].puzzle},{splits.test[0].solution},1"
 
 
 def test_load_errors_are_clear(tmp_path):
@@ -480,7 +527,7 @@ def test_save_samples_writes_completions_that_read_back(tmp_path, items):
     report = RowReport()
     assert load_csv(paths[0], report) == [items[0]]
     assert [b.reason.split(":")[0] for b in report.bad] == ["solution disagrees with clue", "wrong length"]
-    with pytest.raises(ValueError, match="load first"):
+    with pytest.raises(ValueError, match="needs the splits"):
         Sudoku().save_samples([None], tmp_path)
 
 

@@ -120,7 +120,6 @@ class Image(BaseModality):
                  classifier=classifier or {}),
             prefix="image",
         )
-        self._splits: Splits | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump().items())
@@ -146,12 +145,10 @@ class Image(BaseModality):
         if dataset not in self.datasets:
             raise UnknownComponentError("dataset", dataset, self.datasets, "modality 'image'")
         opt = self.options
-        splits = load_image_splits(
+        return load_image_splits(
             dataset, path, resolution=opt.resolution, n_val=opt.n_val, n_test=opt.n_test,
             split_seed=opt.split_seed, limit=limit, invert=opt.invert, report=report,
         )
-        self._splits = splits
-        return splits
 
     def budget(self, budget: str, *, dataset: str | None = None) -> dict[str, Any]:
         """Overrides for "smoke", "quick" or "full" (see :data:`IMAGE_BUDGETS`).
@@ -177,7 +174,7 @@ class Image(BaseModality):
         from seqify_image.classifier import get_classifier
 
         if splits is None:
-            return None, "no splits: load the dataset first"
+            return None, "no splits given: the classifier is trained on the run's splits"
         train = getattr(splits, "full_train", None) or splits.train
         try:
             return get_classifier(train, splits.test, self.options.classifier), None
@@ -204,18 +201,25 @@ class Image(BaseModality):
         return metrics
 
     def reconstruction(
-        self, originals: list[ImageItem], decoded: list[ImageItem | None], *, out: Path
+        self, originals: list[ImageItem], decoded: list[ImageItem | None], *, out: Path,
+        splits: Splits | None = None,
     ) -> dict[str, Any]:
         """How much a lossy tokenizer loses: MSE and PSNR of ``decoded[i]`` against
         ``originals[i]`` at the original resolution, the classifier's accuracy on the
         reconstructions (and on the originals), and ``reconstructions.png`` in ``out``.
 
-        The classifier is the one of the last :meth:`load`.
+        Args:
+            originals: the test items.
+            decoded: ``decode(encode(originals[i]))`` (None: undecodable).
+            out: the folder the picture is written into.
+            splits: the run's splits: the classifier is the one of these splits (as in
+                :meth:`evaluate`). Without them there is no classifier, and the result
+                says why.
         """
         from seqify_image.metrics import reconstruction_metrics
         from seqify_image.render import draw_reconstructions
 
-        classifier, reason = self._classifier(self._splits)
+        classifier, reason = self._classifier(splits)
         result = reconstruction_metrics(originals, decoded, classifier, no_classifier_reason=reason)
         picture = draw_reconstructions(originals, decoded, Path(out) / "reconstructions.png")
         result["files"] = {"reconstructions": Path(picture).name}

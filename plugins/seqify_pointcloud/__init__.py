@@ -1,7 +1,10 @@
 """Point-cloud plugin: the ``pointcloud`` modality and its ``coords`` and ``octree`` tokenizers.
 
-Modules: :mod:`~seqify_pointcloud.data` (item type, normalization, the procedural
-``shapes`` set, the ``files`` reader), :mod:`~seqify_pointcloud.tokenizers` (``coords``),
+Modules: :mod:`~seqify_pointcloud.items` (item type, normalization),
+:mod:`~seqify_pointcloud.shapes` (the procedural ``shapes`` set),
+:mod:`~seqify_pointcloud.readers` (file readers), :mod:`~seqify_pointcloud.folders` (the
+``files`` dataset), :mod:`~seqify_pointcloud.data` (all of those in one import, kept for
+compatibility), :mod:`~seqify_pointcloud.tokenizers` (``coords``),
 :mod:`~seqify_pointcloud.octree` (``octree``), :mod:`~seqify_pointcloud.metrics` (CD,
 EMD, MMD / COV / 1-NNA), :mod:`~seqify_pointcloud.modality`, :mod:`~seqify_pointcloud.render`
 and :mod:`~seqify_pointcloud.o3d` (the lazy open3d import). Nothing heavy is imported

@@ -1,7 +1,7 @@
 """Point-cloud distances and PointFlow's generation metrics (MMD, COV, 1-NNA).
 
 Distances between two clouds X, Y (normalized into [-1, 1]^3, see
-:mod:`seqify_pointcloud.data`):
+:mod:`seqify_pointcloud.items`):
 
 - Chamfer (CD), as PointFlow: ``mean_x min_y |x - y|^2 + mean_y min_x |x - y|^2``
   (squared distances, each direction averaged, the two summed).

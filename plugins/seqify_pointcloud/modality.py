@@ -75,7 +75,8 @@ class PointCloudOptions(BaseModel):
 class PointCloud(BaseModality):
     """Surface point clouds: a procedural ``shapes`` set, or your files (``--data``).
 
-    See :mod:`seqify_pointcloud.data` for the datasets and the normalization, and
+    See :mod:`seqify_pointcloud.shapes` and :mod:`seqify_pointcloud.folders` for the datasets,
+    :mod:`seqify_pointcloud.items` for the normalization, and
     :mod:`seqify_pointcloud.metrics` for the exact metric definitions.
     """
 
@@ -114,7 +115,7 @@ class PointCloud(BaseModality):
         if dataset not in self.datasets:
             raise UnknownComponentError("dataset", dataset, self.datasets, "modality 'pointcloud'")
         if dataset == "shapes":
-            from seqify_pointcloud.data import shapes_splits
+            from seqify_pointcloud.shapes import shapes_splits
 
             return shapes_splits(seed=seed, n_points=opt.n_points, n_train=limit or opt.default_limit,
                                  n_val=opt.n_val, n_test=opt.n_test, rotation=opt.rotation)
@@ -124,7 +125,7 @@ class PointCloud(BaseModality):
                 ".off files (ShapeNet as PointFlow ships it, <synset>/{train,val,test}/<id>.npy; ModelNet40, "
                 "<class>/{train,test}/*.off; or loose files)"
             )
-        from seqify_pointcloud.data import files_splits
+        from seqify_pointcloud.folders import files_splits
 
         return files_splits(Path(path), seed=seed, n_points=opt.n_points, limit=limit, max_val=opt.n_val,
                             max_test=opt.n_test, report=report)
@@ -195,14 +196,16 @@ class PointCloud(BaseModality):
 
         return [write_samples_npz(samples, Path(out_dir) / "samples.npz")]
 
-    def reconstruction(self, originals: list[Any], decoded: list[Any], *, out: Path) -> dict[str, Any]:
+    def reconstruction(
+        self, originals: list[Any], decoded: list[Any], *, out: Path, splits: Splits | None = None
+    ) -> dict[str, Any]:
         """Chamfer distance and EMD of decode(encode(x)) to x, averaged over the items.
 
         CD uses both clouds as they are (a decoded octree has one point per occupied
         leaf); EMD resamples the decoded cloud to the original's size (seeded subset or
         repeats) and uses the first ``emd_clouds`` items. A None decoding counts in
         ``failed`` and is left out of the means. Draws ``reconstruction.png`` (originals
-        above, their reconstructions below).
+        above, their reconstructions below). ``splits`` (the run's) is not needed.
         """
         from seqify_pointcloud.metrics import chamfer_pairs, emd, stack_clouds
         from seqify_pointcloud.render import draw_clouds

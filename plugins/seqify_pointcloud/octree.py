@@ -51,7 +51,7 @@ from seqify.config import validate_model
 from seqify.protocols import BaseTokenizer
 from seqify.types import KindSpec, TokenizerSpec, TokenSet
 
-from seqify_pointcloud.data import PointCloudItem
+from seqify_pointcloud.items import PointCloudItem
 from seqify_pointcloud.tokenizers import bin_centres, item_points, morton_codes, quantize
 
 __all__ = ["OctreeTokenizer", "OctreeOptions", "octree_codes", "octree_cells", "octree_points_lenient",

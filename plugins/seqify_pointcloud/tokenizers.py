@@ -32,7 +32,7 @@ from seqify.config import validate_model
 from seqify.protocols import BaseTokenizer
 from seqify.types import KindSpec, TokenizerSpec, TokenSet
 
-from seqify_pointcloud.data import PointCloudItem
+from seqify_pointcloud.items import PointCloudItem
 
 __all__ = ["CoordsTokenizer", "CoordsOptions", "quantize", "bin_centres", "morton_codes", "point_order",
            "item_points"]
@@ -67,7 +67,7 @@ def item_points(item: Any) -> np.ndarray:
     if np.abs(pts).max() > 1.0 + 1e-4:
         raise ValueError(
             f"point cloud {getattr(item, 'source', '')!r}: coordinates up to {np.abs(pts).max():.3g} lie outside "
-            "[-1, 1] (normalize it first: seqify_pointcloud.data.normalize_box)"
+            "[-1, 1] (normalize it first: seqify_pointcloud.items.normalize_box)"
         )
     return pts
 

@@ -16,23 +16,25 @@ blank. The first row decides how the file is read:
   (e.g. Rasmus Berg Palm's RRN "sudoku-hard" set); rows are ``puzzle,solution``, or
   ``index,puzzle,solution`` when the first row has a short integer before the two
   grids (``to_csv(header=False)`` with pandas' index);
-- anything else is a header that names no known columns. It is reported once, as
-  ``report.add(path, 1, "unrecognized header: ...")`` (never as a bad data row).
-  With two columns the rows are still read as ``puzzle,solution``, in that order;
-  with more (or fewer) columns nothing says which column holds what, so
+- anything else is a header that names no known columns. It is not a bad row (it is
+  neither counted nor skipped as one): it becomes one note, ``"unrecognized header:
+  ..."``, appended to the ``notes`` list given to :func:`load_csv` (and logged as a
+  warning). With two columns the rows are still read as ``puzzle,solution``, in that
+  order; with more (or fewer) columns nothing says which column holds what, so
   :class:`~seqify.errors.DataError` is raised with the same message.
 
 Every malformed data row is passed to ``report.add(path, line, reason)`` and skipped;
 the rest load. Checks per row, in this order (the reason names the first one that
 fails): number of fields, field lengths, legal characters, clues that contradict each
 other, a solution that is not a valid grid, a solution that disagrees with a clue.
-Uniqueness of the solution is not checked (use :func:`seqify_sudoku.puzzles.solve`
+Uniqueness of the solution is not checked (use :func:`seqify_sudoku.solver.solve`
 for that).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from pathlib import Path
 
@@ -41,7 +43,10 @@ import numpy as np
 from seqify.data import RowReport
 from seqify.errors import DataError
 
-from seqify_sudoku.puzzles import UNITS_27x9, SudokuItem, item_problem, to_array
+from seqify_sudoku.checks import item_problem
+from seqify_sudoku.items import UNITS_27x9, SudokuItem, to_array
+
+log = logging.getLogger("seqify.sudoku")
 
 __all__ = ["PUZZLE_HEADERS", "SOLUTION_HEADERS", "load_csv", "write_csv"]
 
@@ -99,11 +104,13 @@ def _unrecognized_header(row: list[str]) -> str:
     return f"unrecognized header: columns {names} name no {' and no '.join(missing) or 'distinct puzzle and solution columns'}"
 
 
-def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -> list[SudokuItem]:
+def load_csv(
+    path: str | Path, report: RowReport, *, chunk_rows: int = 20_000, notes: list[str] | None = None
+) -> list[SudokuItem]:
     """All good rows of a Sudoku CSV file, in file order (blanks written as ``"0"``).
 
     Rows are checked in chunks with numpy (a million rows take seconds); a row that
-    fails is checked again by :func:`~seqify_sudoku.puzzles.item_problem` to name
+    fails is checked again by :func:`~seqify_sudoku.checks.item_problem` to name
     the reason.
 
     Args:
@@ -111,12 +118,14 @@ def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -
         report: receives ``(str(path), line number, reason)`` for each skipped row;
             line numbers are 1-based lines of the file (the header is line 1).
         chunk_rows: rows checked together (default 20,000; bounds the memory used).
+        notes: receives notes about the file that are not bad rows (default None: they
+            are only logged): "unrecognized header: ..." when a two-column header
+            names no known column (the rows are then read as ``puzzle,solution``).
 
     Raises:
         DataError: when the file does not exist or cannot be read as CSV text, or
             when its header names no known columns and has other than two columns
-            (an unrecognized two-column header is reported once, as line 1, and the
-            rows are read as ``puzzle,solution``; see the module docstring).
+            (see the module docstring).
     """
     path = Path(path)
     if not path.is_file():
@@ -147,7 +156,10 @@ def load_csv(path: str | Path, report: RowReport, *, chunk_rows: int = 20_000) -
                                 f"{source}: {problem}; with {len(row)} columns there is no telling "
                                 "which holds the puzzle and which the solution (rename them)"
                             )
-                        report.add(source, line, f"{problem}; reading its 2 columns as puzzle,solution")
+                        note = f"{problem}; reading its 2 columns as puzzle,solution"
+                        log.warning("%s: %s", source, note)
+                        if notes is not None:
+                            notes.append(note)
                         continue
                 report.seen()
                 if not row or all(not field.strip() for field in row):

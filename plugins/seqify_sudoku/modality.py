@@ -1,4 +1,4 @@
-"""The Sudoku modality and its cell tokenizer.
+"""The Sudoku modality (its ``cells`` tokenizer is in :mod:`seqify_sudoku.tokenizers`).
 
 Task: complete. A test item is a puzzle; its clues are given slots, and a generator
 fills the other cells. A completion counts as solved only when all 81 cells are
@@ -17,20 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from seqify.config import budget_preset, validate_model
 from seqify.data import RowReport
 from seqify.errors import DataError, UnknownComponentError
-from seqify.protocols import BaseModality, BaseTokenizer, Splits
-from seqify.types import KindSpec, TokenizerSpec, TokenSet
+from seqify.protocols import BaseModality, Splits
+from seqify.types import TokenSet
 
+from seqify_sudoku.checks import is_valid_solution
 from seqify_sudoku.csvio import load_csv, write_csv
-from seqify_sudoku.puzzles import (
-    SudokuItem,
-    default_pool_size,
-    generate_puzzles,
-    is_valid_solution,
-    item_problem,
-    solve_by_singles,
-)
+from seqify_sudoku.generator import default_pool_size, generate_puzzles
+from seqify_sudoku.items import SudokuItem
+from seqify_sudoku.solver import solve_by_singles
 
-__all__ = ["CellTokenizer", "CellTokenizerOptions", "Sudoku", "SudokuOptions", "SUDOKU_BUDGETS"]
+__all__ = ["Sudoku", "SudokuOptions", "SUDOKU_BUDGETS"]
 
 #: Configuration overrides per budget, in the shape of ``seqify.config.BenchConfig``.
 #: smoke: seconds (CI). quick: minutes on a 2-core CPU. full: one GPU, about the scale
@@ -71,84 +67,6 @@ SUDOKU_BUDGETS: dict[str, dict[str, Any]] = {
         "per_generator": {"masked": {"generator": {"axis_heads": True}}},
     },
 }
-
-_DIGIT_LABELS = tuple("123456789")
-_ROW_81 = torch.arange(81) // 9
-_COL_81 = torch.arange(81) % 9
-_BOX_81 = (_ROW_81 // 3) * 3 + _COL_81 // 3
-_COORDS_81x3 = torch.stack([_ROW_81, _COL_81, _BOX_81], dim=1)
-
-
-def _digits(text: str, offset: int) -> np.ndarray:
-    return np.frombuffer(text.encode("ascii"), dtype=np.uint8).astype(np.int64) - offset
-
-
-class CellTokenizerOptions(BaseModel):
-    """The cell tokenizer has no settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class CellTokenizer(BaseTokenizer):
-    """One slot per cell, row-major; a slot's value is its digit minus one.
-
-    Coordinates are (row, column, box), each in 0..8; the clue cells are given.
-    ``decode`` returns the 81-digit solution string (the clues are the given flags,
-    and the puzzle string is kept in ``meta["puzzle"]``), so the round trip of a
-    :class:`SudokuItem` gives back its ``solution``.
-    """
-
-    name = "cells"
-    config_model: ClassVar[type[BaseModel]] = CellTokenizerOptions
-
-    def __init__(self) -> None:
-        self._spec = TokenizerSpec(
-            kinds=(KindSpec("digit", 9, labels=_DIGIT_LABELS),),
-            coord_names=("row", "col", "box"),
-            coord_sizes=(9, 9, 9),
-            max_len=81,
-            lossless=True,
-        )
-
-    def __repr__(self) -> str:
-        return "CellTokenizer()"
-
-    @property
-    def spec(self) -> TokenizerSpec:
-        """9 digit values, coordinates (row, col, box), 81 slots."""
-        return self._spec
-
-    def encode(self, item: SudokuItem) -> TokenSet:
-        """A :class:`SudokuItem` (or any object with ``puzzle`` and ``solution``) to 81 slots.
-
-        Raises ValueError naming the problem for a malformed item.
-        """
-        puzzle = getattr(item, "puzzle", None)
-        solution = getattr(item, "solution", None)
-        if puzzle is None or solution is None:
-            raise ValueError(
-                f"expected a SudokuItem with puzzle and solution, got {type(item).__name__}: {item!r:.120}"
-            )
-        problem = item_problem(puzzle, solution)
-        if problem:
-            raise ValueError(f"Sudoku item with puzzle {str(puzzle)[:81]!r}: {problem}")
-        puzzle = puzzle.replace(".", "0")
-        values = torch.from_numpy(_digits(solution, 49))
-        given = torch.from_numpy(_digits(puzzle, 48) > 0)
-        return TokenSet(
-            values=values,
-            kinds=torch.zeros(81, dtype=torch.long),
-            coords=_COORDS_81x3.clone(),
-            given=given,
-            meta={"puzzle": puzzle},
-        )
-
-    def decode(self, tokens: TokenSet) -> str | None:
-        """The 81-digit grid the slots hold (values + 1); None unless 81 values in 0..8."""
-        values = tokens.values.detach().cpu()
-        if values.shape != (81,) or bool((values < 0).any()) or bool((values > 8).any()):
-            return None
-        return "".join(_DIGIT_LABELS[int(v)] for v in values.tolist())
 
 
 class SudokuOptions(BaseModel):
@@ -194,7 +112,7 @@ class Sudoku(BaseModality):
         default_limit: generated training puzzles when ``limit`` is None (20,000).
 
     Datasets:
-        generated: made by :func:`seqify_sudoku.puzzles.generate_puzzles` from the
+        generated: made by :func:`seqify_sudoku.generator.generate_puzzles` from the
             seed; train, validation and test come from different derived seeds and
             different base pools, and no validation or test puzzle equals a
             training puzzle.
@@ -202,7 +120,8 @@ class Sudoku(BaseModality):
             :mod:`seqify_sudoku.csvio`), split with the seed: test = min(10%,
             10,000), validation = min(5%, 5,000), the rest training (at most
             ``limit``). Training rows whose puzzle is also a validation or test
-            puzzle are dropped (the count is in ``info``).
+            puzzle are dropped (the count is in ``info``). A header that names no
+            known column is not a skipped row: ``info["header_note"]`` says so.
     """
 
     name = "sudoku"
@@ -236,7 +155,6 @@ class Sudoku(BaseModality):
             ),
             prefix="sudoku",
         )
-        self._splits: Splits | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump().items())
@@ -260,11 +178,8 @@ class Sudoku(BaseModality):
         if dataset not in self.datasets:
             raise UnknownComponentError("dataset", dataset, self.datasets, "modality 'sudoku'")
         if dataset == "generated":
-            splits = self._generated(seed, limit)
-        else:
-            splits = self._csv(path, seed, limit, report)
-        self._splits = splits
-        return splits
+            return self._generated(seed, limit)
+        return self._csv(path, seed, limit, report)
 
     def _generated(self, seed: int, limit: int | None) -> Splits:
         opt = self.options
@@ -323,7 +238,8 @@ class Sudoku(BaseModality):
                 "command line: --data FILE) with a 'quizzes,solutions' header and 81 "
                 "characters per field ('0' or '.' for a blank)"
             )
-        items = load_csv(path, report)
+        notes: list[str] = []
+        items = load_csv(path, report, notes=notes)
         n = len(items)
         if n < 3:
             raise DataError(
@@ -362,12 +278,29 @@ class Sudoku(BaseModality):
             "rows_read": summary["rows_read"],
             "rows_skipped": summary["rows_skipped"],
             "skipped_by_reason": summary["skipped_by_reason"],
+            # a header that names no known column: the file was read as puzzle,solution
+            "header_note": notes[0] if notes else None,
         }
         return Splits(train, val, test, info)
 
     def budget(self, budget: str) -> dict[str, Any]:
         """Overrides for "smoke" (seconds), "quick" (minutes on a CPU), "full" (one GPU)."""
         return budget_preset(SUDOKU_BUDGETS, budget)
+
+    def example_items(self, n: int, seed: int = 0) -> list[SudokuItem]:
+        """``n`` generated puzzles (30 clues) from a pool of 2 base puzzles: fast, for
+        the conformance kit.
+
+        Args:
+            n: number of puzzles.
+            seed: seed of the generator (default 0).
+        """
+        return generate_puzzles(n, clues=30, seed=seed, pool_size=2, workers=1)
+
+    def items_equal(self, decoded: str | None, item: SudokuItem) -> bool:
+        """Whether the decoded grid is ``item``'s solution (the tokenizer decodes the
+        solution string; the clues are its given slots)."""
+        return decoded == item.solution
 
     # ------------------------------------------------------------ evaluation
 
@@ -433,7 +366,6 @@ class Sudoku(BaseModality):
         """Draw up to 6 completions to a PNG (see :func:`seqify_sudoku.render.draw_grids`)."""
         from seqify_sudoku.render import draw_grids
 
-        splits = splits if splits is not None else self._splits
         test = splits.test if splits is not None else None
         return draw_grids(samples, path, test=test)
 
@@ -442,17 +374,15 @@ class Sudoku(BaseModality):
     ) -> list[Path]:
         """Write ``completions.csv``: quizzes, solutions (the completion), correct (0/1).
 
-        The file reads back with :func:`seqify_sudoku.csvio.load_csv`. Without
-        ``splits``, the splits of the last :meth:`load` are used.
+        The file reads back with :func:`seqify_sudoku.csvio.load_csv`.
+
+        Raises:
+            ValueError: without ``splits`` (the clues and solutions come from ``splits.test``).
         """
-        splits = splits if splits is not None else self._splits
         if splits is None:
-            raise ValueError("save_samples needs the splits the samples complete (load first)")
+            raise ValueError("save_samples needs the splits the samples complete (pass splits=)")
         rows = []
         for sample, item in zip(samples, splits.test):
             completion = sample if isinstance(sample, str) else ""
             rows.append((item.puzzle, completion, str(int(completion == item.solution))))
         return [write_csv(Path(out_dir) / "completions.csv", rows, ("quizzes", "solutions", "correct"))]
-
-
-
