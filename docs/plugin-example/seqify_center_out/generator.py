@@ -17,7 +17,7 @@ from torch import nn
 
 from seqify.errors import NotApplicableError
 from seqify.nn import SlotEmbedding, check_batch, check_temperature, gumbel_noise, pick_values, restricted_log_softmax
-from seqify.protocols import GeneratorCaps
+from seqify.protocols import BaseGenerator, GeneratorCaps
 from seqify.types import OrderBatch, Scores, TokenBatch, TokenizerSpec
 
 
@@ -30,7 +30,7 @@ class BagConfig(BaseModel):
     pool: Literal["mean", "sum"] = Field("mean", description="how the known slots' embeddings are pooled")
 
 
-class BagOfSlots(nn.Module):
+class BagOfSlots(nn.Module, BaseGenerator):
     """p(x_slot | known slots) from the mean embedding of the known slots.
 
     Args:
