@@ -454,5 +454,10 @@ class Sudoku(BaseModality):
             rows.append((item.puzzle, completion, str(int(completion == item.solution))))
         return [write_csv(Path(out_dir) / "completions.csv", rows, ("quizzes", "solutions", "correct"))]
 
+    def example_items(self, n, seed=0):
+        from seqify_sudoku.puzzles import generate_puzzles
 
+        return generate_puzzles(n, clues=30, seed=seed, pool_size=2, workers=1)
 
+    def items_equal(self, decoded, item):
+        return decoded == item.solution
