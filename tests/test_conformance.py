@@ -3,9 +3,11 @@ its checks catch the deliberately broken doubles."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -17,13 +19,16 @@ from seqify.testing import (
     CHECKS,
     PeekingConfig,
     PeekingGenerator,
+    ToyModality,
     ToyPlugin,
+    ToyTokenizer,
     UnigramGenerator,
     UnnormalizedGenerator,
     check_no_peeking,
     check_normalized,
     check_order_invariant_modelability,
     check_registered,
+    register_item_source,
     run_conformance,
     tiny_generator,
 )
@@ -36,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = build_registry([ToyPlugin()], warn=False)
 GENERATORS = REGISTRY.names("generator")
 ORDERERS = REGISTRY.names("orderer")
-#: tokenizers whose items take more than a few seconds to make (none today: the kit's
-#: item sources for molecules and Sudoku are a few fixed SMILES and 6 generated puzzles)
+#: tokenizers whose items take more than a few seconds to make (none today: the molecule
+#: and Sudoku modalities' example_items are a few fixed SMILES and 6 generated puzzles)
 SLOW_TOKENIZERS: set[tuple[str, str]] = set()
 TOKENIZERS = [
     pytest.param(i.modality, i.name, id=f"{i.modality}/{i.name}",
@@ -117,6 +122,107 @@ def test_a_broken_registered_generator_is_reported_not_raised():
     assert rows["check_generator"].status == "passed"  # finite, <= 0: only the kit's new checks see the leak
     [load] = check_registered("generator", "missing", registry=reg)
     assert (load.check, load.status) == ("load", "failed") and "NoSuchGenerator" in load.reason
+
+
+# ------------------------------------------------------------- tokenizers: items from the modality
+
+
+class StrictToy(ToyModality):
+    """Judges every round trip a failure."""
+
+    def items_equal(self, decoded, item):
+        return False
+
+
+class ChosenItems(ToyModality):
+    """Gives the items in ``ITEMS`` and records how it was asked."""
+
+    ITEMS = ["0123", "4567", "8901"]
+    calls: list = []
+
+    def example_items(self, n, seed=0):
+        ChosenItems.calls.append((n, seed))
+        return self.ITEMS[:n]
+
+
+def _toy_registry(modality_cls):
+    class Plugin:
+        @hookimpl
+        def register_modalities(self, register):
+            register("custom", modality_cls, "a toy modality variant")
+
+        @hookimpl
+        def register_tokenizers(self, register):
+            register("digits", ToyTokenizer, "one slot per digit", modality="custom")
+
+    return build_registry([Plugin()], warn=False)
+
+
+def test_tokenizer_round_trips_are_judged_by_the_modality():
+    [row] = check_registered("tokenizer", "digits", registry=_toy_registry(StrictToy), modality="custom")
+    assert row.status == "failed" and "item 0: round trip gave" in row.reason  # lossless, yet items_equal says no
+    [row] = check_registered("tokenizer", "digits", registry=REGISTRY, modality="toy")
+    assert row.status == "passed"  # the same tokenizer under the plain toy modality
+
+
+def test_tokenizer_items_come_from_the_modality(monkeypatch):
+    monkeypatch.setattr(ChosenItems, "calls", [])
+    reg = _toy_registry(ChosenItems)
+    [row] = check_registered("tokenizer", "digits", registry=reg, n_items=2, seed=5)
+    assert (row.status, row.reason) == ("passed", "2 items") and ChosenItems.calls == [(2, 5)]
+    monkeypatch.setattr(ChosenItems, "ITEMS", ["0123", "45x7"])
+    [row] = check_registered("tokenizer", "digits", registry=reg)
+    assert row.status == "failed" and "expected 4 digits, got '45x7'" in row.reason
+
+
+def test_deprecated_item_sources_still_work_and_win(monkeypatch):
+    import seqify.testing.conformance
+
+    monkeypatch.setattr(seqify.testing.conformance, "_ITEM_SOURCES", {})
+    with pytest.warns(DeprecationWarning, match="register_item_source is deprecated"):
+        register_item_source("custom", lambda n: ToyModality.make(n, 0), lambda a, b: a == b)
+    [row] = check_registered("tokenizer", "digits", registry=_toy_registry(StrictToy), n_items=4)
+    assert row.status == "passed" and row.reason.startswith("4 items; items from register_item_source")
+
+
+# ------------------------------------------------------------- the core names no plugin
+
+
+def _core_modules():
+    return sorted((ROOT / "seqify").rglob("*.py"))
+
+
+def test_the_core_imports_no_plugin():
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        builtin = set(tomllib.load(f)["project"]["entry-points"]["seqify"].values())
+    assert {"seqify_sudoku", "seqify_molecule"} <= builtin
+    found = []
+    for path in _core_modules():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else []
+            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+                  in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+                names = [str(node.args[0].value)]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top.startswith("seqify_") or top in builtin:
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert not found, "\n".join(found)
+
+
+def test_the_kit_never_branches_on_a_learned_flag():
+    paths = sorted((ROOT / "seqify" / "testing").glob("*.py"))
+    assert paths
+    for path in paths:
+        tree = ast.parse(path.read_text(), str(path))
+        attrs = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "learned"]
+        strings = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value == "learned"]
+        assert not attrs and not strings, f"{path.name} reads a 'learned' flag at lines {attrs + strings}"
 
 
 # ------------------------------------------------------------- the checks catch what they claim

@@ -598,6 +598,18 @@ def test_registered_through_entry_points(fresh_registry):
     assert reg.get("orderer", "bfs") is BFS and reg.get("orderer", "nodes-first") is NodesFirst
 
 
+def test_example_items_are_canonical_and_round_trips_compare_molecules(monkeypatch):
+    mod = Molecule()
+    items = mod.example_items(8)
+    assert len(items) == 8 and len(mod.example_items(3)) == 3
+    assert items == [chem.canonicalize(s)[0] for s in items]  # already canonical
+    assert mod.items_equal(Chem.MolFromSmiles("OCC"), "CCO")  # a Mol is compared by its canonical SMILES
+    assert not mod.items_equal(Chem.MolFromSmiles("CCN"), "CCO") and not mod.items_equal(None, "CCO")
+    monkeypatch.setattr("seqify_molecule.modality.EXAMPLE_MOLECULES", ("CCO", "C1CC"))  # unclosed ring
+    with pytest.raises(ValueError, match="example molecule 'C1CC'"):
+        mod.example_items(2)
+
+
 # ---------------------------------------------------------------- slow: whole datasets
 
 

@@ -13,6 +13,7 @@ from seqify.errors import UnknownComponentError
 from seqify.protocols import BaseModality, Splits
 from seqify.types import TokenSet
 
+from seqify_molecule.chem import canonicalize, sanitized_smiles
 from seqify_molecule.datasets import load_splits
 from seqify_molecule.metrics import molecule_metrics, write_samples_smi
 from seqify_molecule.render import render_molecules
@@ -59,6 +60,11 @@ MOLECULE_BUDGETS: dict[str, dict[str, Any]] = {
         },
     },
 }
+
+
+#: a few small molecules (charges, rings, a triple bond, an aromatic ring) the
+#: conformance kit tries the tokenizers on (:meth:`Molecule.example_items`)
+EXAMPLE_MOLECULES = ("CCO", "CC(=O)[O-]", "C[NH3+]", "N#CC=O", "NC1CC1", "OC(F)(F)F", "c1ccoc1", "CC1=CC(=O)NC1")
 
 
 class Molecule(BaseModality):
@@ -143,3 +149,18 @@ class Molecule(BaseModality):
     def save_samples(self, samples: list[Any], out_dir: Path, *, splits: Splits | None = None) -> list[Path]:
         """``samples.smi``: one line per sample, canonical SMILES or ``INVALID``."""
         return [write_samples_smi(samples, Path(out_dir) / "samples.smi")]
+
+    def example_items(self, n: int, seed: int = 0) -> list[str]:
+        """The canonical SMILES of the first ``n`` of :data:`EXAMPLE_MOLECULES` (no file
+        needed; ``seed`` is unused). Raises ValueError naming a molecule that fails."""
+        out = []
+        for raw in EXAMPLE_MOLECULES[:n]:
+            smiles, why = canonicalize(raw)
+            if smiles is None:
+                raise ValueError(f"example molecule {raw!r}: {why}")
+            out.append(smiles)
+        return out
+
+    def items_equal(self, decoded: Any, item: str) -> bool:
+        """A decoded molecule is ``item`` when its sanitized canonical SMILES is."""
+        return sanitized_smiles(decoded) == item
