@@ -43,7 +43,7 @@ class ConformanceResult(NamedTuple):
     reason: str  # why it failed or was skipped, or a note
 
 
-_ALL_CAPS = GeneratorCaps(any_order=True, blocks=True, adaptive=True, variable_length=True)
+_ALL_CAPS = GeneratorCaps(any_order=True, blocks=True, adaptive=True, variable_length=True, hidden_states=True)
 
 
 def _run(rows: list[ConformanceResult], kind: str, name: str, check: str, fn: Callable[[], Any],

@@ -6,6 +6,8 @@ Everything here is deterministic for a seed and small enough to run on a laptop.
 
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import math
 
@@ -192,9 +194,11 @@ def _probes() -> list[tuple[str, TokenizerSpec, TokenBatch]]:
         values[-1] = 3
         var_items.append(TokenSet(values, torch.zeros(length, dtype=torch.long), torch.arange(length)[:, None],
                                   torch.zeros(length, dtype=torch.bool)))
-    return [
+    probes = [
         ("sequence", ToyTokenizer().spec, toy_batch(8)),
         ("grid", PROBE_SPEC, grid),
         ("graph", graph_spec, graph),
         ("variable-length", var_spec, collate(var_items, length=7)),
     ]
+    # each batch carries its spec's axis names, as the runner's batches do
+    return [(name, spec, dataclasses.replace(batch, coord_names=tuple(spec.coord_names))) for name, spec, batch in probes]
