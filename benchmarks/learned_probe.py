@@ -72,7 +72,15 @@ def main() -> None:
     t0 = time.time()
 
     def train(model, *a, **kw):
-        holder["model"] = model
+        step = getattr(model, "loss_with_stats", None)
+        if step is not None:  # keep each step's statistics (device tensors) for the live print
+
+            def loss_with_stats(batch, order):
+                loss, stats = step(batch, order)
+                holder["stats"] = stats
+                return loss, stats
+
+            model.loss_with_stats = loss_with_stats
         return original_train(model, *a, **kw)
 
     training.train = train
@@ -88,9 +96,9 @@ def main() -> None:
 
         def advance(self, n=1, info=""):
             self.step += n
-            model = holder.get("model")
-            stats = getattr(model, "train_stats", None) if model is not None else None
+            stats = holder.get("stats")
             if self.stage_name.startswith("train") and stats and self.step % args.every == 0:
+                stats = {k: float(v) for k, v in stats.items()}  # read back only when printed
                 keys = ("elbo_nats_per_slot", "order_nll", "uniform_order_nll", "order_cost", "value_nll",
                         "uniform_value_nll", "q_entropy_deficit", "policy_entropy_deficit")
                 shown = " ".join(f"{k}={stats[k]:.3f}" for k in keys if k in stats)

@@ -203,14 +203,18 @@ class _EMA:
 
 
 class _Loss(torch.nn.Module):
-    """``model.loss`` as ``forward``, so DistributedDataParallel averages its gradients."""
+    """``model.loss`` as ``forward``, so DistributedDataParallel averages its gradients:
+    ``(loss, stats)``, with the statistics of ``model.loss_with_stats`` for a
+    :class:`~seqify.protocols.TrainableModel` and ``{}`` otherwise."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch, order) -> torch.Tensor:
-        return self.model.loss(batch, order)
+    def forward(self, batch, order) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if isinstance(self.model, TrainableModel):
+            return self.model.loss_with_stats(batch, order)
+        return self.model.loss(batch, order), {}
 
 
 def _run_probe(probe, model: torch.nn.Module, step: int, log: TrainLog) -> None:
@@ -274,7 +278,10 @@ def train(
     the model ends holding it (the raw weights and the average are both in the state).
 
     The loss is read back to the host only when it is logged (every ``steps / 100``
-    steps), so a GPU never waits on the loop; ``on_step`` gets the last logged loss.
+    steps), so a GPU never waits on the loop; ``on_step`` gets the last logged loss. A
+    :class:`~seqify.protocols.TrainableModel` trains through ``loss_with_stats``: its
+    statistics stay tensors on the device and are read back at the same steps, each a
+    series in the log.
     """
     ctx = distributed.current()
     if cfg.batch_size % ctx.world_size:
@@ -365,8 +372,13 @@ def train(
             group["lr"] = lr_at(step, cfg) * group.get("lr_scale", 1.0)
         if hooks is not None:
             hooks.set_progress(progress)
-        with autocast(device, cfg.precision):
-            loss = engine(batch, order) if engine is not None else model.loss(batch, order)
+        with autocast(device, cfg.precision):  # stats: a TrainableModel's, tensors read back only when logged
+            if engine is not None:
+                loss, stats = engine(batch, order)
+            elif hooks is not None:
+                loss, stats = hooks.loss_with_stats(batch, order)
+            else:
+                loss, stats = model.loss(batch, order), {}
         nonfinite |= ~torch.isfinite(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -384,7 +396,7 @@ def train(
         if logging:
             last = float(distributed.mean_across(loss.detach().float(), ctx))
             log.loss.append((step, round(last, 5)))
-            for name, stat in (hooks.train_stats if hooks is not None else {}).items():
+            for name, stat in stats.items():
                 log.extra.setdefault(name, []).append((step, round(float(stat), 5)))
         if ctx.is_main and cfg.eval_every and step > 0 and step % cfg.eval_every == 0:
             with averaged():

@@ -16,19 +16,18 @@ from torch import nn
 from seqify.dataset import TokenTable
 from seqify.errors import NotApplicableError
 from seqify.io import load_checkpoint, save_checkpoint
-from seqify.protocols import GeneratorCaps
+from seqify.protocols import GeneratorCaps, TrainableModel, TrainableOrderer, orderer_kind
 from seqify.types import KindSpec, OrderBatch, TokenizerSpec, TokenSet, collate
 from seqify_generators.masked import MaskedTransformer
-from seqify_learned.model import (
-    LearnedOrderModel,
-    PosteriorGraph,
+from seqify_learned.model import LearnedOrderModel
+from seqify_learned.orderer import LearnedOrder
+from seqify_learned.plackett_luce import (
     masked_entropy,
     plackett_luce_log_prob,
     plackett_luce_prefix_log_prob,
     rloo_surrogate,
-    slot_graph,
 )
-from seqify_learned.orderer import LearnedOrder
+from seqify_learned.posterior import PosteriorGraph, slot_graph
 
 TINY = {"d_model": 32, "n_layers": 2, "n_heads": 4}
 SMALL_Q = {"policy_d_model": 16, "policy_layers": 1, "policy_heads": 2}
@@ -133,7 +132,18 @@ def test_registers_through_its_entry_point():
     registry = build_registry(warn=False)
     assert "learned" in registry.names("orderer")
     cls = registry.get("orderer", "learned")
-    assert cls is LearnedOrder and cls.learned and not cls.adaptive and cls.stochastic
+    assert cls is LearnedOrder and not cls.adaptive and cls.stochastic
+    assert orderer_kind(cls) == "trainable" and isinstance(LearnedOrder(), TrainableOrderer)
+    assert not hasattr(cls, "infer_orders") and not hasattr(cls, "select")  # nothing that only refuses
+    _, model = build(SUDOKU4)
+    assert isinstance(model, TrainableModel)
+
+
+def test_the_model_module_still_exports_every_public_name():
+    import seqify_learned.model as module
+
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
 
 
 def test_options_are_validated():
@@ -150,19 +160,29 @@ def test_options_are_validated():
     assert all(f.description for f in LearnedOrder.config_model.model_fields.values())
 
 
+class _EncodeOnly(nn.Module):
+    """A generator with ``encode`` but without the declared ``hidden_size``."""
+
+    config = SimpleNamespace(d_model=8)  # an undeclared width is not read
+
+    def encode(self, batch, known_BL):  # pragma: no cover - never called
+        raise AssertionError
+
+
 def test_check_says_when_it_does_not_apply():
     adaptive = MaskedTransformer.caps
+    assert adaptive.hidden_states
     assert LearnedOrder().check(SUDOKU4, adaptive) is None
-    assert "masked" in LearnedOrder().check(SUDOKU4, GeneratorCaps(adaptive=False))
+    reason = LearnedOrder().check(SUDOKU4, GeneratorCaps(adaptive=True, hidden_states=False))
+    assert "caps.hidden_states" in reason and "masked" in reason  # the capability it needs, not adaptive
+    assert LearnedOrder().check(SUDOKU4, GeneratorCaps(adaptive=False, hidden_states=True)) is None
     var = TokenizerSpec((KindSpec("t", 4),), ("pos",), (8,), 8, variable_length=True, end_kind=0, end_value=3)
     assert "variable-length" in LearnedOrder().check(var, adaptive)
     assert "('i', 'j')" in LearnedOrder(backbone="graph").check(SUDOKU4, adaptive)
     assert LearnedOrder(backbone="graph").check(GRAPH3, adaptive) is None
+    with pytest.raises(NotApplicableError, match="hidden_size"):  # encode alone is not enough
+        LearnedOrderModel(_EncodeOnly(), SUDOKU4)
     batch = collate(sudoku4_items(2))
-    with pytest.raises(NotApplicableError):
-        LearnedOrder().infer_orders(batch, rng=torch.Generator())
-    with pytest.raises(NotApplicableError):
-        LearnedOrder().select(torch.zeros(2, 16, 4), batch.target)
     LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(0)).validate(batch)
 
 
@@ -324,20 +344,30 @@ def test_warm_start_trains_only_the_generator_then_everything():
     batch = collate(sudoku4_items(8, seed=5))
     order = orderer.train_orders(batch, progress=0.1, rng=torch.Generator().manual_seed(0))
     model.set_progress(0.1)
-    model.loss(batch, order).backward()
+    loss, stats = model.loss_with_stats(batch, order)
+    loss.backward()
     policy = list(model.order_head.parameters()) + list(model.posterior.parameters())
     assert all(p.grad is None for p in policy)
     assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.generator.parameters())
-    assert model.train_stats["phase"] == 0.0
+    assert float(stats["phase"]) == 0.0
     model.zero_grad(set_to_none=True)
     model.set_progress(0.5)
-    loss = model.loss(batch, order)
+    loss, stats = model.loss_with_stats(batch, order)
     loss.backward()
-    assert model.train_stats["phase"] == 1.0
+    assert float(stats["phase"]) == 1.0
+    # the statistics are detached 0-dim tensors (read back by the training loop only when it logs)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in stats.values())
     assert float(model.order_head.weight.grad.abs().sum()) > 0
     assert float(model.posterior.out.weight.grad.abs().sum()) > 0
     # the returned value is the negative ELBO per slot (the regularisers add gradient, not value)
-    assert float(loss.detach()) == pytest.approx(-model.train_stats["elbo_nats_per_slot"], abs=1e-5)
+    assert float(loss.detach()) == pytest.approx(-float(stats["elbo_nats_per_slot"]), abs=1e-5)
+    # loss is loss_with_stats's first element; in eval mode there are no statistics
+    torch.manual_seed(3)
+    plain = model.loss(batch, order)
+    torch.manual_seed(3)
+    assert torch.equal(plain, model.loss_with_stats(batch, order)[0])
+    model.eval()
+    assert model.loss_with_stats(batch, order)[1] == {}
 
 
 def test_entropy_helper():
@@ -479,7 +509,7 @@ class _FirstSlotGenerator(nn.Module):
 
     def __init__(self, spec: TokenizerSpec, d_model: int = 8):
         super().__init__()
-        self.config = SimpleNamespace(d_model=d_model)
+        self.hidden_size = d_model
         self.spec = spec
         self.slot_embed = nn.Embedding(spec.max_len, d_model)
         self.known_embed = nn.Embedding(2, d_model)
@@ -510,9 +540,10 @@ def test_a_reward_for_one_slot_first_moves_the_policy_below_uniform():
     model.set_progress(0.5)
     for _ in range(150):
         opt.zero_grad()
-        model.loss(batch, OrderBatch.from_priorities(batch, torch.rand(32, 4))).backward()
+        loss, stats = model.loss_with_stats(batch, OrderBatch.from_priorities(batch, torch.rand(32, 4)))
+        loss.backward()
         opt.step()
-    stats = model.train_stats
+    stats = {name: float(v) for name, v in stats.items()}
     assert stats["first_digit"] == pytest.approx(1.0)  # one kind: all of q's first pick
     with torch.no_grad():
         first_q = model.posterior_scores(collate([item])).softmax(-1)[0]
@@ -596,10 +627,11 @@ def test_one_step_estimator_stays_selectable_with_the_same_diagnostics():
     model.train()
     model.set_progress(0.5)
     batch = collate(sudoku4_items(8, seed=17))
-    model.loss(batch, orderer.train_orders(batch, progress=0.5, rng=torch.Generator())).backward()
+    loss, stats = model.loss_with_stats(batch, orderer.train_orders(batch, progress=0.5, rng=torch.Generator()))
+    loss.backward()
     assert float(model.posterior.out.weight.grad.abs().sum()) > 0
     assert {"order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll", "first_digit"} <= set(
-        model.train_stats)
+        stats)
     assert "estimator='one-step'" in repr(model)
 
 
@@ -616,12 +648,13 @@ def test_short_training_lowers_the_loss_and_keeps_the_policy_finite():
     log = train(model, table, None, orderer, cfg, device=torch.device("cpu"), seed=0)
     losses = [v for _, v in log.loss]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.3
-    assert set(model.train_stats) >= {"policy_entropy", "q_entropy", "order_logit_std", "elbo_nats_per_slot", "phase"}
+    assert set(log.extra) >= {"policy_entropy", "q_entropy", "order_logit_std", "elbo_nats_per_slot", "phase"}
     phases = [v for _, v in log.extra["phase"]]
     assert phases[0] == 0.0 and phases[-1] == 1.0
+    assert [s for s, _ in log.extra["phase"]] == [s for s, _ in log.loss]  # logged at the loss's steps
     for name in ("policy_entropy", "q_entropy", "order_logit_std"):
         assert all(math.isfinite(v) for _, v in log.extra[name])
-    assert 0 <= model.train_stats["policy_entropy"] <= math.log(4) + 1e-4
+    assert 0 <= log.extra["policy_entropy"][-1][1] <= math.log(4) + 1e-4
 
 
 # ------------------------------------------------------------------ sampling and checkpoints
@@ -632,16 +665,17 @@ def test_sample_keeps_givens_fills_every_slot_and_is_reproducible():
     randomize_heads(model)
     batch = collate(sudoku4_items(5, seed=7))
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
-    a = model.sample(template, orderer, rng=torch.Generator().manual_seed(1))
-    order_a = model.last_orders
-    b = model.sample(template, orderer, rng=torch.Generator().manual_seed(1))
-    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, model.last_orders.perm)
+    a, order_a, entropy_a = model.sample_with_orders(template, rng=torch.Generator().manual_seed(1))
+    b, order_b, entropy_b = model.sample_with_orders(template, rng=torch.Generator().manual_seed(1))
+    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, order_b.perm)
+    assert torch.equal(entropy_a, entropy_b)
+    assert torch.equal(model.sample(template, orderer, rng=torch.Generator().manual_seed(1)).values, a.values)
     assert torch.equal(a.values[batch.given], batch.values[batch.given])
     assert bool(((a.values >= 0) & (a.values < 4)).all())
     order_a.validate(template)
-    assert len(model.last_policy_entropy) == 10
-    c = model.sample(template, orderer, rng=torch.Generator().manual_seed(2))
-    assert not torch.equal(order_a.perm, model.last_orders.perm)  # sampled orders vary with the seed
+    assert entropy_a.shape == (10,) and bool((entropy_a >= 0).all() & (entropy_a <= math.log(10) + 1e-4).all())
+    c, order_c, _ = model.sample_with_orders(template, rng=torch.Generator().manual_seed(2))
+    assert not torch.equal(order_a.perm, order_c.perm)  # sampled orders vary with the seed
     assert not torch.equal(a.values, c.values)
 
 
@@ -650,10 +684,9 @@ def test_greedy_order_is_deterministic():
     randomize_heads(model)
     batch = collate(sudoku4_items(4, seed=8))
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
-    a = model.sample(template, orderer, rng=torch.Generator().manual_seed(1), temperature=0)
-    order_a = model.last_orders
-    b = model.sample(template, orderer, rng=torch.Generator().manual_seed(99), temperature=0)
-    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, model.last_orders.perm)
+    a, order_a, _ = model.sample_with_orders(template, rng=torch.Generator().manual_seed(1), temperature=0)
+    b, order_b, _ = model.sample_with_orders(template, rng=torch.Generator().manual_seed(99), temperature=0)
+    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, order_b.perm)
     with pytest.raises(ValueError, match="temperature"):
         model.sample(template, orderer, rng=torch.Generator(), temperature=-1)
 
@@ -667,10 +700,10 @@ def test_checkpoint_round_trip_samples_identically(tmp_path):
     fresh.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt")["model"])
     batch = collate(sudoku4_items(4, seed=9))
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
-    a = model.sample(template, orderer, rng=torch.Generator().manual_seed(3))
-    b = fresh.sample(template, orderer, rng=torch.Generator().manual_seed(3))
+    a, order_a, _ = model.sample_with_orders(template, rng=torch.Generator().manual_seed(3))
+    b, order_b, _ = fresh.sample_with_orders(template, rng=torch.Generator().manual_seed(3))
     assert torch.equal(a.values, b.values)
-    assert torch.equal(model.last_orders.perm, fresh.last_orders.perm)
+    assert torch.equal(order_a.perm, order_b.perm)
 
 
 # ------------------------------------------------------------------ graph backbone

@@ -1,10 +1,11 @@
 """Built-in plugin: the ``learned`` orderer (LO-ARM-style learned generation order).
 
 Modules: :mod:`~seqify_learned.options` (settings), :mod:`~seqify_learned.model`
-(the wrapper that holds the masked generator, the order policy and the variational
-posterior), :mod:`~seqify_learned.orderer` (the Orderer with the learned-orderer
-members the runner calls), :mod:`~seqify_learned.diagnostics` (order profiles and
-pictures). Nothing heavy is imported here: the registry holds "module:Class" strings.
+(the wrapper that holds the generator, the order policy and the variational
+posterior), :mod:`~seqify_learned.plackett_luce` (the posterior's order distribution),
+:mod:`~seqify_learned.posterior` (its networks), :mod:`~seqify_learned.estimators` (the
+ELBO estimators), :mod:`~seqify_learned.orderer` (the TrainableOrderer the runner
+calls), :mod:`~seqify_learned.diagnostics` (order profiles and pictures). Nothing heavy is imported here: the registry holds "module:Class" strings.
 """
 
 from seqify.hookspecs import hookimpl

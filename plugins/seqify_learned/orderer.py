@@ -1,9 +1,10 @@
 """The ``learned`` orderer: an LO-ARM-style generation order trained with the generator.
 
-It is a *learned* orderer (``learned = True``): the runner wraps the generator with
-:meth:`LearnedOrder.wrap` and trains, scores, samples and checkpoints the wrapper
-(:class:`~seqify_learned.model.LearnedOrderModel`), and replaces the default
-modelability and adds order diagnostics through the members below.
+It is a trainable orderer (:class:`~seqify.protocols.TrainableOrderer`): the runner
+wraps the generator with :meth:`LearnedOrder.wrap` and trains, scores, samples and
+checkpoints the wrapper (:class:`~seqify_learned.model.LearnedOrderModel`), and this
+orderer's ``modelability`` and ``diagnostics`` replace the default measurement and add
+order diagnostics. It needs a generator with ``caps.hidden_states``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel
 
-from seqify.errors import NotApplicableError
-from seqify.protocols import GeneratorCaps
+from seqify.protocols import BaseTrainableOrderer, GeneratorCaps
 from seqify.types import OrderBatch, TokenBatch, TokenizerSpec
 
 from seqify_learned.diagnostics import OrderProfile, plot_order_profile, plot_policy_entropy
@@ -31,7 +31,7 @@ _GRAPH_COORDS = ("i", "j")
 _EVAL_ONLY = ("eval_orders", "greedy_order", "diagnostic_items")
 
 
-class LearnedOrder:
+class LearnedOrder(BaseTrainableOrderer):
     """Learned generation order (LO-ARM): an order policy on the masked generator's
     backbone, trained jointly with it through a variational bound with a Plackett-Luce
     posterior q(z | x): LO-ARM's exact next-slot estimator with RLOO on the prefix
@@ -46,10 +46,7 @@ class LearnedOrder:
     """
 
     name = "learned"
-    learned: ClassVar[bool] = True
-    adaptive: ClassVar[bool] = False
     stochastic: ClassVar[bool] = True
-    produces_blocks: ClassVar[bool] = False
     config_model: ClassVar[type[BaseModel]] = LearnedOptions
 
     def __init__(self, **options: Any):
@@ -66,7 +63,7 @@ class LearnedOrder:
         keep = self.options.model_dump(exclude=set(_EVAL_ONLY))
         return "LearnedOrder(" + ", ".join(f"{k}={v!r}" for k, v in keep.items()) + ")"
 
-    # ----------------------------------------------------------------- Orderer protocol
+    # ----------------------------------------------------------------- TrainableOrderer protocol
 
     def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
         """None when the learned order can run with this tokenizer and generator, else why not."""
@@ -75,10 +72,10 @@ class LearnedOrder:
                 "orderer 'learned' chooses among all slots, but this tokenizer is variable-length: "
                 "the number of slots is not known before generation"
             )
-        if not caps.adaptive:
+        if not caps.hidden_states:
             return (
-                "orderer 'learned' reads an order policy off predictions for every open slot at once; "
-                "this generator predicts only the slot it is told to (use 'masked')"
+                "orderer 'learned' reads its order policy off the generator's hidden states for every slot at "
+                "once: it needs a generator with caps.hidden_states (encode() and hidden_size; use 'masked')"
             )
         if self.options.backbone == "graph":
             if tuple(spec.coord_names) != _GRAPH_COORDS:
@@ -96,26 +93,14 @@ class LearnedOrder:
         priority_BL = torch.rand(batch.values.shape, generator=rng).to(batch.values.device)
         return OrderBatch.from_priorities(batch, priority_BL)
 
-    def infer_orders(self, batch: TokenBatch, *, rng: torch.Generator) -> OrderBatch:
-        raise NotApplicableError(
-            "orderer 'learned' has no orders of its own: the trained order policy picks each slot "
-            "(use the wrapped model's score / sample)"
-        )
-
-    def select(self, logp_BLV: torch.Tensor, candidates_BL: torch.Tensor) -> torch.Tensor:
-        raise NotApplicableError(
-            "orderer 'learned' does not pick slots from value predictions: its policy has its own head"
-        )
-
-    # ----------------------------------------------------------------- learned-orderer members
-
     def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec) -> LearnedOrderModel:
         """The generator with this order policy and posterior (what the runner trains)."""
         return LearnedOrderModel(generator, spec, self.options)
 
     @torch.no_grad()
     def modelability(
-        self, model: LearnedOrderModel, table: Any, *, n: int, batch_size: int, device: torch.device, seed: int
+        self, model: LearnedOrderModel, table: Any, *, n: int, batch_size: int, device: torch.device, seed: int,
+        orders_per_item: int = 1, on_batch: Any = None,
     ) -> dict[str, Any]:
         """Importance-weighted log-likelihood estimate and ELBO on the first ``n`` items.
 
@@ -129,6 +114,9 @@ class LearnedOrder:
             batch_size: rows per forward pass (items per pass = batch_size // K).
             device: where to run.
             seed: seeds q's orders.
+            orders_per_item: accepted for the Orderer protocol and ignored: the
+                ``eval_orders`` setting is the number of orders per item.
+            on_batch: called with the number of items after each chunk (progress).
         """
         model = _require(model)
         model.eval()
@@ -146,6 +134,8 @@ class LearnedOrder:
             for k in keys:
                 totals[k] += float(est[k].sum())
             per_item_iw.extend((-est["iw"]).tolist())
+            if on_batch is not None:
+                on_batch(len(idx))
         items = max(n, 1)
         tokens = max(totals["tokens"], 1.0)
         nats = -totals["iw"] / items
@@ -205,8 +195,8 @@ class LearnedOrder:
         for start in range(0, n, chunk):
             batch = table.batch(torch.arange(start, min(n, start + chunk)), device)
             template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
-            model.sample(template, self, rng=rng, temperature=1.0)
-            profile.add(template, model.last_orders, model.last_policy_entropy)
+            _, orders, entropy_T = model.sample_with_orders(template, rng=rng, temperature=1.0)
+            profile.add(template, orders, entropy_T.tolist())
         summary = profile.summary()
         plot_policy_entropy(train_log, out / "policy_entropy.png", warm_start=self.options.warm_start)
         plot_order_profile(summary, out / "order_profile.png")
