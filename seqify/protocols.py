@@ -717,6 +717,13 @@ def check_component(kind: str, name: str, cls: Any, *, plugin: str = "") -> Any:
         if caps.hidden_states and lacking:
             raise TypeError(f"{where} declares caps.hidden_states but lacks {', '.join(lacking)} "
                             "(see seqify.protocols.HiddenStates)")
+    legacy_flag = getattr(cls, "learned", None)  # API 1's flag for a trainable orderer
+    if kind == "orderer" and legacy_flag is not None:
+        import warnings
+
+        warnings.warn(f"{where}: the `learned` flag is deprecated since API 2 (a trainable orderer is one "
+                      "without infer_orders: subclass seqify.protocols.BaseTrainableOrderer)",
+                      DeprecationWarning, stacklevel=3)
     absent = [m for m in optional_members(kind, cls) if not hasattr(cls, m)]
     if not absent and hasattr(cls, "name"):
         return cls

@@ -113,8 +113,10 @@ def test_the_core_never_branches_on_a_plugin_name_or_a_learned_flag(registry):
     problems = []
     for path in sorted((ROOT / "seqify").rglob("*.py")):
         tree = ast.parse(path.read_text())
+        # the conformance kit names its own probe orders ("random", "raster" built in place)
+        kit = "testing" in path.relative_to(ROOT / "seqify").parts
         for node in ast.walk(tree):
-            if isinstance(node, ast.Compare):
+            if isinstance(node, ast.Compare) and not kit:
                 for side in [node.left, *node.comparators]:
                     for const in ast.walk(side):
                         if isinstance(const, ast.Constant) and const.value in names:

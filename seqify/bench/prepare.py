@@ -57,16 +57,21 @@ def fit_tokenizer(tokenizer, items: list[Any], *, seed: int, device, rep: Report
 
 def prepare_data(
     cell: Cell, req: BenchRequest, rep: Reporter, timings: dict[str, float], *, device=None,
-    tokenizer_state: dict[str, Any] | None = None,
+    tokenizer_state: dict[str, Any] | None = None, evaluate_every_item: bool = False,
 ) -> Prepared:
     """Load the dataset, fit the tokenizer (or restore its saved state), tokenize every
-    split (cached under the tokenizer's fingerprint)."""
+    split (cached under the tokenizer's fingerprint). With ``evaluate_every_item`` (a
+    model evaluated on a dataset it was not trained on), every item of the dataset,
+    whatever its split, is in the test split."""
     from seqify.dataset import tokenize_split
 
     rep.stage("loading data")
     t = time.perf_counter()
     report = RowReport()
     splits = cell.modality.load(cell.names["dataset"], req.data, seed=req.seed, limit=cell.config.data.limit, report=report)
+    if evaluate_every_item:
+        splits.test = [*splits.train, *splits.val, *splits.test]
+        splits.info = {**splits.info, "test_is_every_item": True}
     timings["load_s"] = time.perf_counter() - t
 
     rep.stage("tokenizing")

@@ -36,8 +36,9 @@ def run_sample(
 
     Transfer evaluation: ``dataset`` (and ``data``, its file) evaluate the model on
     another dataset of the same modality, e.g. a model trained on generated puzzles
-    completes the puzzles of a public CSV. The restored tokenizer encodes it (items it
-    cannot encode are reported and skipped); a dataset whose token structure differs
+    completes the puzzles of a public CSV. Every item of that dataset, whatever its split,
+    is evaluated (up to ``eval.n_samples`` completed or generated, ``score`` scored). The
+    restored tokenizer encodes it (items it cannot encode are reported and skipped); a dataset whose token structure differs
     from the training data's is refused. ``sample_results.json`` says what the model
     was trained on and what it was evaluated on.
     """
@@ -70,14 +71,16 @@ def run_sample(
     t_all = time.perf_counter()
     cell = resolve_cell(req, registry)  # the components exactly as trained
     load_req = req
-    if dataset is not None or data is not None:  # another dataset of the modality, read by the same tokenizer
+    transfer = dataset is not None or data is not None
+    if transfer:  # another dataset of the modality, read by the same tokenizer
         load_req = dataclasses.replace(req, dataset=dataset, data=Path(data) if data else None)
         cell.names["dataset"] = pick_dataset(type(cell.modality), load_req)
         load_req = dataclasses.replace(load_req, dataset=cell.names["dataset"])
     dev = pick_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    data_ = prepare_data(cell, load_req, rep, timings, device=dev, tokenizer_state=state["tokenizer"])
+    data_ = prepare_data(cell, load_req, rep, timings, device=dev, tokenizer_state=state["tokenizer"],
+                         evaluate_every_item=transfer and cell.names["dataset"] != trained["dataset"])
     if "spec_json" in state and json.dumps(dataclasses.asdict(data_.spec)) != state["spec_json"]:
         raise ConfigError(f"dataset {cell.names['dataset']!r} tokenizes to another structure than the data the model "
                           f"was trained on ({trained['dataset']!r}): {dataclasses.asdict(data_.spec)} against "
