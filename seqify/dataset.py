@@ -221,3 +221,36 @@ def tokenize_split(
         state["bad_json"] = json.dumps(bad)
         save_checkpoint(path, state)
     return table, kept
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A short hash of a tokenizer's settings and learned state (tensor bytes
+    included), so caches and trained models keyed on it never mix two fits."""
+    import hashlib
+
+    h = hashlib.sha1(repr(tokenizer).encode())
+    _hash_state(h, tokenizer.state_dict())
+    return h.hexdigest()[:16]
+
+
+def _hash_state(h: Any, value: Any) -> None:
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            h.update(f"<{key}>".encode())
+            _hash_state(h, value[key])
+    elif isinstance(value, (list, tuple)):
+        h.update(f"[{len(value)}".encode())
+        for v in value:
+            _hash_state(h, v)
+    elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
+        arr = value.detach().cpu().contiguous()
+        h.update(f"T{arr.dtype}{tuple(arr.shape)}".encode())
+        h.update(arr.numpy().tobytes() if arr.dtype != _bf16() else arr.float().numpy().tobytes())
+    else:
+        h.update(repr(value).encode())
+
+
+def _bf16() -> Any:
+    import torch
+
+    return torch.bfloat16

@@ -45,12 +45,6 @@ __all__ = [
     "BaseGenerator",
     "Modality",
     "BaseModality",
-    "PluginCompatibilityWarning",
-    "check_component",
-    "required_members",
-    "optional_members",
-    "call_supported",
-    "tokenizer_fingerprint",
 ]
 
 
@@ -187,39 +181,6 @@ class BaseTokenizer:
     def blank(self) -> TokenSet | None:
         """No fixed layout."""
         return None
-
-
-def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
-    """A short hash of a tokenizer's settings and learned state (tensor bytes
-    included), so caches and trained models keyed on it never mix two fits."""
-    import hashlib
-
-    h = hashlib.sha1(repr(tokenizer).encode())
-    _hash_state(h, tokenizer.state_dict())
-    return h.hexdigest()[:16]
-
-
-def _hash_state(h: Any, value: Any) -> None:
-    if isinstance(value, dict):
-        for key in sorted(value, key=str):
-            h.update(f"<{key}>".encode())
-            _hash_state(h, value[key])
-    elif isinstance(value, (list, tuple)):
-        h.update(f"[{len(value)}".encode())
-        for v in value:
-            _hash_state(h, v)
-    elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor
-        arr = value.detach().cpu().contiguous()
-        h.update(f"T{arr.dtype}{tuple(arr.shape)}".encode())
-        h.update(arr.numpy().tobytes() if arr.dtype != _bf16() else arr.float().numpy().tobytes())
-    else:
-        h.update(repr(value).encode())
-
-
-def _bf16() -> Any:
-    import torch
-
-    return torch.bfloat16
 
 
 @runtime_checkable
@@ -641,131 +602,19 @@ class BaseModality:
 API_VERSION = 2
 
 
-class PluginCompatibilityWarning(UserWarning):
-    """A component lacks optional members and runs with seqify's defaults for them."""
+#: what moved to :mod:`seqify.compat` (the loading-time checks and the calling
+#: convention), still importable from here
+_IN_COMPAT = ("PluginCompatibilityWarning", "protocol_members", "component_protocol", "required_members",
+              "optional_members", "check_component", "call_supported")
 
 
-def protocol_members(protocol: type) -> tuple[str, ...]:
-    """The members a protocol class declares (its own and its protocol bases'), in order:
-    annotated attributes, methods and properties, private and dunder names excluded."""
-    names: list[str] = []
-    for klass in reversed(protocol.__mro__):
-        if not getattr(klass, "_is_protocol", False) or klass is Protocol:
-            continue
-        for name in [*getattr(klass, "__annotations__", {}), *vars(klass)]:
-            if not name.startswith("_") and name not in names:
-                names.append(name)
-    return tuple(names)
+def __getattr__(name: str) -> Any:
+    if name in _IN_COMPAT:
+        from seqify import compat
 
+        return getattr(compat, name)
+    if name == "tokenizer_fingerprint":  # moved beside the other cache keys
+        from seqify.dataset import tokenizer_fingerprint
 
-def _provided(defaults: type) -> set[str]:
-    return {name for klass in defaults.__mro__[:-1] for name in [*vars(klass), *getattr(klass, "__annotations__", {})]
-            if hasattr(defaults, name)}
-
-
-def component_protocol(kind: str, cls: Any) -> tuple[type, type]:
-    """``(protocol, defaults class)`` that ``cls``, registered as a ``kind``, implements."""
-    if kind == "orderer":
-        which = orderer_kind(cls)
-        protocol = {"static": StaticOrderer, "adaptive": AdaptiveOrderer, "trainable": TrainableOrderer}[which]
-        return protocol, (BaseTrainableOrderer if which == "trainable" else BaseOrderer)
-    return {"tokenizer": (Tokenizer, BaseTokenizer), "generator": (Generator, BaseGenerator),
-            "modality": (Modality, BaseModality)}[kind]
-
-
-def required_members(kind: str, cls: Any = None) -> tuple[str, ...]:
-    """The members a ``kind`` must implement itself: its protocol's members that the
-    defaults class does not provide (``name`` defaults to the registered name)."""
-    protocol, defaults = component_protocol(kind, cls)
-    provided = _provided(defaults) | {"name"}
-    return tuple(m for m in protocol_members(protocol) if m not in provided)
-
-
-def optional_members(kind: str, cls: Any = None) -> tuple[str, ...]:
-    """The members of a ``kind``'s protocol that have defaults."""
-    protocol, defaults = component_protocol(kind, cls)
-    provided = _provided(defaults)
-    return tuple(m for m in protocol_members(protocol) if m in provided and m != "name")
-
-
-def check_component(kind: str, name: str, cls: Any, *, plugin: str = "") -> Any:
-    """Check ``cls`` against its protocol when the registry first loads it.
-
-    Raises TypeError naming the component and each required member it lacks. A
-    component that lacks optional members (one that does not subclass the base class,
-    say, written against an earlier API) is returned as a subclass that takes seqify's
-    defaults for them, with one :class:`PluginCompatibilityWarning` naming them;
-    otherwise ``cls`` itself is returned. A class without ``name`` gets the registered
-    name.
-    """
-    if kind not in ("tokenizer", "orderer", "generator", "modality") or not isinstance(cls, type):
-        return cls
-    protocol, defaults = component_protocol(kind, cls)
-    where = f"{kind} {name!r}{_from(plugin)}"
-    missing = [m for m in required_members(kind, cls) if not hasattr(cls, m)]
-    if missing:
-        raise TypeError(
-            f"{where} does not implement the {protocol.__name__} protocol: missing {', '.join(missing)} "
-            f"(see seqify.protocols.{protocol.__name__}; seqify.protocols.{defaults.__name__} gives defaults "
-            "for the optional members)"
-        )
-    if kind == "generator":
-        caps = getattr(cls, "caps")
-        if not isinstance(caps, GeneratorCaps):
-            raise TypeError(f"{where}: caps must be a seqify.protocols.GeneratorCaps")
-        lacking = [m for m in protocol_members(HiddenStates) if not hasattr(cls, m)]
-        if caps.hidden_states and lacking:
-            raise TypeError(f"{where} declares caps.hidden_states but lacks {', '.join(lacking)} "
-                            "(see seqify.protocols.HiddenStates)")
-    legacy_flag = getattr(cls, "learned", None)  # API 1's flag for a trainable orderer
-    if kind == "orderer" and legacy_flag is not None:
-        import warnings
-
-        warnings.warn(f"{where}: the `learned` flag is deprecated since API 2 (a trainable orderer is one "
-                      "without infer_orders: subclass seqify.protocols.BaseTrainableOrderer)",
-                      DeprecationWarning, stacklevel=3)
-    absent = [m for m in optional_members(kind, cls) if not hasattr(cls, m)]
-    if not absent and hasattr(cls, "name"):
-        return cls
-    if absent:
-        import warnings
-
-        warnings.warn(
-            f"{where} lacks the optional members {', '.join(absent)}: it runs with seqify's defaults for them "
-            f"(seqify.protocols.{defaults.__name__}; subclass it to take them explicitly)",
-            PluginCompatibilityWarning, stacklevel=3,
-        )
-    namespace = {"__module__": cls.__module__, "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
-    if not hasattr(cls, "name"):
-        namespace["name"] = name
-    return type(cls.__name__, (cls, defaults), namespace)
-
-
-def call_supported(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` without the keyword arguments ``fn`` does not accept.
-
-    How the runner calls members whose signature grew within an API version (e.g. a
-    ``reconstruction`` written before it received ``splits``): an implementation keeps
-    working, it is just not given what it never asked for.
-    """
-    accepted = _accepted_keywords(fn)
-    if accepted is not None:
-        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
-    return fn(*args, **kwargs)
-
-
-def _accepted_keywords(fn: Any) -> set[str] | None:
-    """The keyword names ``fn`` accepts; None when it takes ``**kwargs`` (or has no signature)."""
-    import inspect
-
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
-
-
-def _from(plugin: str) -> str:
-    return f" (plugin {plugin!r})" if plugin else ""
+        return tokenizer_fingerprint
+    raise AttributeError(f"module 'seqify.protocols' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from seqify.errors import RegistrationError, UnknownComponentError
-from seqify.protocols import check_component
+from seqify.compat import check_component
 
 KINDS = ("modality", "tokenizer", "orderer", "generator")
 

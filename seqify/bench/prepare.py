@@ -12,7 +12,8 @@ from seqify.bench.resolve import Cell, check_spec
 from seqify.data import RowReport
 from seqify.errors import NotApplicableError
 from seqify.io import load_checkpoint, save_checkpoint
-from seqify.protocols import call_supported, tokenizer_fingerprint
+from seqify.compat import call_supported
+from seqify.dataset import tokenizer_fingerprint
 
 
 @dataclass

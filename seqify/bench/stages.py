@@ -14,7 +14,7 @@ from seqify.bench.prepare import Prepared, decode_all
 from seqify.bench.request import Reporter
 from seqify.bench.resolve import Cell
 from seqify.io import atomic_write_json
-from seqify.protocols import call_supported
+from seqify.compat import call_supported
 
 
 def build_model(cell: Cell, spec, seed: int):
