@@ -8,6 +8,8 @@ compatibility policy is in docs/plugins.md ("Compatibility").
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import Any, Protocol
 
 from seqify.protocols import (
@@ -109,8 +111,6 @@ def check_component(kind: str, name: str, cls: Any, *, plugin: str = "") -> Any:
                             "(see seqify.protocols.HiddenStates)")
     legacy_flag = getattr(cls, "learned", None)  # API 1's flag for a trainable orderer
     if kind == "orderer" and legacy_flag is not None:
-        import warnings
-
         warnings.warn(f"{where}: the `learned` flag is deprecated since API 2 (a trainable orderer is one "
                       "without infer_orders: subclass seqify.protocols.BaseTrainableOrderer)",
                       DeprecationWarning, stacklevel=3)
@@ -118,8 +118,6 @@ def check_component(kind: str, name: str, cls: Any, *, plugin: str = "") -> Any:
     if not absent and hasattr(cls, "name"):
         return cls
     if absent:
-        import warnings
-
         warnings.warn(
             f"{where} lacks the optional members {', '.join(absent)}: it runs with seqify's defaults for them "
             f"(seqify.protocols.{defaults.__name__}; subclass it to take them explicitly)",
@@ -146,8 +144,6 @@ def call_supported(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _accepted_keywords(fn: Any) -> set[str] | None:
     """The keyword names ``fn`` accepts; None when it takes ``**kwargs`` (or has no signature)."""
-    import inspect
-
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

@@ -319,7 +319,7 @@ def train(
         seconds_before = float(saved["seconds"])
         if ctx.is_main:
             checkpoint.log(f"resuming from step {start} of {cfg.steps} ({checkpoint.path})")
-    engine: torch.nn.Module | None = None
+    engine: torch.nn.Module = _Loss(model)  # (loss, stats) of a step, the same with or without DDP
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -373,12 +373,7 @@ def train(
         if hooks is not None:
             hooks.set_progress(progress)
         with autocast(device, cfg.precision):  # stats: a TrainableModel's, tensors read back only when logged
-            if engine is not None:
-                loss, stats = engine(batch, order)
-            elif hooks is not None:
-                loss, stats = hooks.loss_with_stats(batch, order)
-            else:
-                loss, stats = model.loss(batch, order), {}
+            loss, stats = engine(batch, order)
         nonfinite |= ~torch.isfinite(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()

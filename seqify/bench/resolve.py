@@ -38,9 +38,9 @@ def _choose(kind: str, value: str | None, options: list[str]) -> str:
     return value
 
 
-#: the structure the default generator is chosen with when the tokenizer's spec is only
-#: known after fitting (a learned codebook)
 def _neutral_spec():
+    """The structure the default generator is chosen with when the tokenizer's spec is
+    only known after fitting (a learned codebook)."""
     from seqify.types import KindSpec, TokenizerSpec
 
     return TokenizerSpec(kinds=(KindSpec("value", 2),), coord_names=("pos",), coord_sizes=(2,), max_len=2)
