@@ -107,10 +107,11 @@ class TrainedClassifier:
         import torch
 
         feats, probs = [], []
+        dtype = next(self.net.parameters()).dtype  # float64 for the shipped extractors
         with torch.no_grad():
             for start in range(0, len(pixels_NHW), batch_size):
                 x_N1HW = torch.from_numpy(np.ascontiguousarray(pixels_NHW[start : start + batch_size]))[:, None]
-                f_NF = self.net.features(x_N1HW.float())
+                f_NF = self.net.features(x_N1HW.to(dtype))
                 feats.append(f_NF.double().numpy())
                 probs.append(torch.softmax(self.net.head(f_NF), dim=-1).double().numpy())
         if not feats:
@@ -167,6 +168,12 @@ def get_classifier(train: list[ImageItem], test: list[ImageItem], options: Class
             clf = _train(labelled, test, opts, resolution, n_classes)
             save_checkpoint(path, {"model": clf.net.state_dict(), "info_json": json.dumps(clf.info)})
             clf.info["cache_file"] = str(path)
+        if "fingerprint" not in clf.info:
+            from seqify_image.extractor import weights_fingerprint
+
+            clf.info["fingerprint"] = weights_fingerprint(
+                {k: v.detach().cpu().numpy() for k, v in clf.net.state_dict().items()})
+        clf.info.setdefault("kind", "fitted in this run")
         _MEMO[key] = clf
         return clf
 

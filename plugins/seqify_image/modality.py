@@ -70,8 +70,15 @@ class ImageOptions(BaseModel):
         0, description="seeds the split, so every run seed sees the same test images (and classifier)"
     )
     invert: bool = Field(False, description="use 1 - pixel (dark strokes on light paper become MNIST-like)")
+    features: Literal["shipped", "fit"] = Field(
+        "shipped",
+        description="the feature extractor of FD and KID: 'shipped' (the project's fixed extractor of the dataset, "
+                    "the same on every machine; a dataset without one, such as a folder, falls back to 'fit') or "
+                    "'fit' (a classifier trained on the run's training split with the `classifier` settings)",
+    )
+    bootstrap: int = Field(200, ge=0, description="bootstrap resamples of the FD and KID intervals (0: none)")
     classifier: ClassifierOptions = Field(
-        default_factory=ClassifierOptions, description="training of the evaluation classifier"
+        default_factory=ClassifierOptions, description="training of the classifier when features = 'fit'"
     )
 
 
@@ -84,7 +91,11 @@ class Image(BaseModality):
         n_val, n_test: split sizes (None: 10% each; MNIST: 500 / 500 / 4,000 train).
         split_seed: seeds the split (default 0, independent of the run seed).
         invert: use ``1 - pixel``.
-        classifier: settings of the evaluation classifier (:class:`ClassifierOptions`).
+        features: "shipped" (default: the fixed extractor of :mod:`seqify_image.extractor`)
+            or "fit" (a classifier trained in the run).
+        bootstrap: resamples of the FD / KID intervals.
+        classifier: settings of the classifier trained when ``features="fit"``
+            (:class:`ClassifierOptions`).
 
     Datasets (see :mod:`seqify_image.data`): "mnist" (default), "digits", "folder"
     (``--data`` a folder of PNG/JPEG, optionally one sub-folder per class, or a
@@ -97,7 +108,7 @@ class Image(BaseModality):
     task: ClassVar[Literal["complete", "generate"]] = "generate"
     #: no fitting: a default run never depends on a learned codebook, and its loss is known exactly
     default_tokenizer: ClassVar[str | None] = "pixels"
-    headline_metrics: ClassVar[tuple[str, ...]] = ("fd", "fd_floor", "confident_share")
+    headline_metrics: ClassVar[tuple[str, ...]] = ("fd", "kid", "fd_floor", "confident_share")
     #: what comparisons plot for lossy tokenizers (lower is better)
     reconstruction_metric: ClassVar[str | None] = "mse"
     config_model: ClassVar[type[BaseModel]] = ImageOptions
@@ -110,6 +121,8 @@ class Image(BaseModality):
         n_test: int | None = None,
         split_seed: int = 0,
         invert: bool = False,
+        features: str = "shipped",
+        bootstrap: int = 200,
         classifier: dict[str, Any] | ClassifierOptions | None = None,
     ) -> None:
         if isinstance(classifier, ClassifierOptions):
@@ -117,7 +130,7 @@ class Image(BaseModality):
         self.options: ImageOptions = validate_model(  # type: ignore[assignment]
             ImageOptions,
             dict(resolution=resolution, n_val=n_val, n_test=n_test, split_seed=split_seed, invert=invert,
-                 classifier=classifier or {}),
+                 features=features, bootstrap=bootstrap, classifier=classifier or {}),
             prefix="image",
         )
 
@@ -169,12 +182,18 @@ class Image(BaseModality):
         return [blank.with_values(blank.values) for _ in range(n)]
 
     def _classifier(self, splits: Splits | None) -> tuple[Any | None, str | None]:
-        """The evaluation classifier of ``splits`` (trained on every training image before
-        ``limit``, or from the cache), or the reason there is none."""
+        """The feature extractor of ``splits``: the shipped one of the dataset (see
+        :mod:`seqify_image.extractor`), else a classifier trained on every training image
+        before ``limit`` (or from the cache); or the reason there is none."""
         from seqify_image.classifier import get_classifier
+        from seqify_image.extractor import load_shipped
 
         if splits is None:
-            return None, "no splits given: the classifier is trained on the run's splits"
+            return None, "no splits given: the classifier is chosen for the run's splits"
+        if self.options.features == "shipped":
+            shipped = load_shipped(splits.info.get("dataset", ""))
+            if shipped is not None:
+                return shipped, None
         train = getattr(splits, "full_train", None) or splits.train
         try:
             return get_classifier(train, splits.test, self.options.classifier), None
@@ -184,8 +203,9 @@ class Image(BaseModality):
     def evaluate(
         self, samples: list[ImageItem | None], splits: Splits, *, templates: list[Any] | None = None
     ) -> dict[str, Any]:
-        """FD against the test images, its real-vs-real floor at the same sample count,
-        confident share, class histogram (see :func:`seqify_image.metrics.image_sample_metrics`).
+        """FD and KID (with bootstrap intervals) against the test images, their
+        real-vs-real floor (validation images) at the same sample count, confident share,
+        class histogram (see :func:`seqify_image.metrics.image_sample_metrics`).
 
         Without labels (a folder without class sub-folders) no classifier can be
         trained: ``fd`` is None and ``fd_note`` says why.
@@ -194,8 +214,9 @@ class Image(BaseModality):
 
         classifier, reason = self._classifier(splits)
         train = getattr(splits, "full_train", None) or splits.train
-        metrics = image_sample_metrics(samples, train, splits.test, classifier, no_classifier_reason=reason,
-                                       floor_seed=self.options.split_seed)
+        metrics = image_sample_metrics(samples, train, splits.test, classifier, val=splits.val,
+                                       no_classifier_reason=reason, floor_seed=self.options.split_seed,
+                                       n_boot=self.options.bootstrap)
         if classifier is not None:
             metrics["classifier"] = {k: v for k, v in classifier.info.items() if k != "settings"}
         return metrics
