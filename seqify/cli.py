@@ -41,6 +41,24 @@ def _split(names: Optional[str]) -> Optional[list[str]]:
     return [x.strip() for x in names.split(",") if x.strip()] if names else None
 
 
+def _seeds(text: Optional[str], option: str) -> Optional[list[int]]:
+    """A comma-separated list of seeds (``--seeds 0,1,2``) as integers (None when not given)."""
+    names = _split(text)
+    if names is None:
+        return None
+    try:
+        return [int(x) for x in names]
+    except ValueError:
+        _fail(ConfigError(f"{option} {text!r}: expected comma-separated integers, e.g. 0,1,2"))
+
+
+_TOKENIZER_SEED_HELP = "Seeds fitting a learned tokenizer (a VQ codebook), apart from the model (default: --seed)."
+_TOKENIZER_SEEDS_HELP = "Comma-separated tokenizer seeds, each its own cell (default: the run seed)."
+_SEEDS_HELP = "Comma-separated run seeds, each its own cell; summary.md gives mean and 95% interval over them."
+_TOKENIZER_STATE_HELP = ("Load this tokenizer state (a run's tokenizer_state.pt) instead of fitting: the same "
+                         "tokenizer on another machine.")
+
+
 def _single_process(command: str) -> None:
     """Refuse to run ``command`` under torchrun: it runs cells one after another."""
     from seqify.distributed import env_world_size
@@ -135,6 +153,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _seed_text(row: dict) -> str:
+    """"0" for run seed 0 with the tokenizer fitted with it, "0, tokenizer 2" otherwise."""
+    seed, fit = row.get("seed"), row.get("tokenizer_seed")
+    return f"{seed}" if fit in (seed, None, "") else f"{seed}, tokenizer {fit}"
+
+
 def results_table(results: dict) -> Table:
     t = Table(title=f"{results['modality']} / {results['dataset']} / {results['tokenizer']} / "
               f"{results['orderer']} / {results['generator']} (seed {results['seed']}, {results['device']})")
@@ -147,6 +171,9 @@ def results_table(results: dict) -> Table:
     for k, v in results["metrics"].items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             t.add_row(k, _fmt(v))
+    fit = results.get("tokenizer_state")
+    if fit:
+        t.add_row("tokenizer state", fit["source"] + (f", seed {fit['seed']}" if fit.get("seed") is not None else ""))
     t.add_row("training", f"{results['training'].get('steps')} steps, {results['timings'].get('train_s', 0):.1f} s")
     t.add_row("total time", f"{results['timings']['total_s']:.1f} s")
     return t
@@ -165,6 +192,8 @@ def bench(
     budget: str = typer.Option("quick", "--budget", help="smoke (seconds) | quick (minutes on a CPU) | full (one GPU)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
     seed: int = typer.Option(0, "--seed", help="Seeds splits, training, orders and sampling."),
+    tokenizer_seed: Optional[int] = typer.Option(None, "--tokenizer-seed", help=_TOKENIZER_SEED_HELP),
+    tokenizer_state: Optional[Path] = typer.Option(None, "--tokenizer-state", help=_TOKENIZER_STATE_HELP),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON file with any configuration field."),
     train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train under this orderer instead (e.g. random), then score and sample with --orderer."),
@@ -180,7 +209,8 @@ def bench(
 
     req = BenchRequest(modality=modality, orderer=orderer, out=out, dataset=dataset, data=data, tokenizer=tokenizer,
                        generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config,
-                       train_orderer=train_orderer, resume=resume)
+                       train_orderer=train_orderer, resume=resume, tokenizer_seed=tokenizer_seed,
+                       tokenizer_state=tokenizer_state)
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     try:
         with (RichReporter() if main_process else contextlib.nullcontext(Reporter())) as rep:
@@ -203,6 +233,9 @@ def matrix(
     budget: str = typer.Option("quick", "--budget", help="smoke | quick | full."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
     seed: int = typer.Option(0, "--seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=_SEEDS_HELP),
+    tokenizer_seeds: Optional[str] = typer.Option(None, "--tokenizer-seeds", help=_TOKENIZER_SEEDS_HELP),
+    tokenizer_state: Optional[Path] = typer.Option(None, "--tokenizer-state", help=_TOKENIZER_STATE_HELP),
     device: str = typer.Option("auto", "--device"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
     train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train every cell under this orderer (cells then share one model per generator)."),
@@ -214,20 +247,24 @@ def matrix(
 
     req = MatrixRequest(modalities=_split(modalities), orderers=_split(orderers), out=out,
                         generators=_split(generators), tokenizers=_split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
-                        train_orderer=train_orderer)
+                        train_orderer=train_orderer, seeds=_seeds(seeds, "--seeds"),
+                        tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"), tokenizer_state=tokenizer_state)
     try:
         with RichReporter() as rep:
             result = run_matrix(req, rep)
     except SeqifyError as exc:
         _fail(exc)
     t = Table(title=f"seqify matrix ({result.ran} run, {result.reused} read from the index)")
-    for col in ("modality", "tokenizer", "orderer", "generator", "status", "nats/token", "bits/item", "headline / reason"):
+    for col in ("modality", "tokenizer", "orderer", "generator", "seed", "status", "nats/token", "bits/item",
+                "headline / reason"):
         t.add_column(col, overflow="fold")
     for r in result.rows:
-        t.add_row(r["modality"], r["tokenizer"], r["orderer"], r["generator"], r["status"],
+        t.add_row(r["modality"], r["tokenizer"], r["orderer"], r["generator"], _seed_text(r), r["status"],
                   _fmt(r.get("nats_per_token", "")), _fmt(r.get("bits_per_item", "")), r.get("headline") or r["reason"])
     console.print(t)
     console.print(f"comparison: {out / 'comparison.md'}")
+    if "summary_markdown" in result.files:
+        console.print(f"over seeds: {out / result.files['summary_markdown']}")
 
 
 @app.command()
@@ -242,6 +279,9 @@ def modelability(
     budget: str = typer.Option("quick", "--budget", help="smoke | quick | full."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (overrides the budget)."),
     seed: int = typer.Option(0, "--seed"),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help=_SEEDS_HELP),
+    tokenizer_seeds: Optional[str] = typer.Option(None, "--tokenizer-seeds", help=_TOKENIZER_SEEDS_HELP),
+    tokenizer_state: Optional[Path] = typer.Option(None, "--tokenizer-state", help=_TOKENIZER_STATE_HELP),
     device: str = typer.Option("auto", "--device"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
 ) -> None:
@@ -252,21 +292,26 @@ def modelability(
 
     req = ModelabilityRequest(modality=modality, tokenizers=_split(tokenizers),
                               out=out, orderer=orderer, generator=generator, dataset=dataset, data=data, budget=budget,
-                              steps=steps, seed=seed, device=device, config_file=config)
+                              steps=steps, seed=seed, device=device, config_file=config,
+                              seeds=_seeds(seeds, "--seeds"), tokenizer_state=tokenizer_state,
+                              tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"))
     try:
         with RichReporter() as rep:
             result = run_modelability(req, rep)
     except SeqifyError as exc:
         _fail(exc)
     t = Table(title=f"seqify modelability: {modality} under {orderer!r}")
-    for col in ("tokenizer", "status", "bits/item", "nats/token", "tokens/item", "top-1", "reconstruction", "headline / reason"):
+    for col in ("tokenizer", "seed", "status", "bits/item", "nats/token", "tokens/item", "top-1", "reconstruction",
+                "headline / reason"):
         t.add_column(col, overflow="fold")
     for r in result.rows:
         recon = f"{r['reconstruction_metric']}={_fmt(r['reconstruction_error'])}" if r["reconstruction_metric"] else ""
-        t.add_row(r["tokenizer"], r["status"], _fmt(r["bits_per_item"]), _fmt(r["nats_per_token"]),
+        t.add_row(r["tokenizer"], _seed_text(r), r["status"], _fmt(r["bits_per_item"]), _fmt(r["nats_per_token"]),
                   _fmt(r["tokens_per_item"]), _fmt(r["top1_accuracy"]), recon, r["headline"] or r["reason"])
     console.print(t)
     console.print(f"table: {out / 'modelability.md'}   plot: {out / 'modelability.png'}")
+    if "summary_markdown" in result.files:
+        console.print(f"over seeds: {out / result.files['summary_markdown']}")
 
 
 @app.command()

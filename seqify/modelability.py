@@ -7,7 +7,9 @@ and one plot: bits per item (the unit that compares across tokenizations: a
 tokenization's tokens per item differ), nats per token, top-1 next-token accuracy
 and, for lossy tokenizers, the reconstruction error the modality names on the other
 axis: the reconstruction-vs-modelability picture. A lossless tokenizer sits at
-reconstruction error 0.
+reconstruction error 0. Over several seeds (``seeds``, ``tokenizer_seeds``), the table
+keeps one row per seed, the plot draws each tokenization's mean with its 95% interval,
+and the matrix's ``summary.md`` / ``summary.csv`` give every figure's spread.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from seqify.io import atomic_write_bytes
 from seqify.matrix import MatrixRequest, run_matrix, write_table
 from seqify.plugins import get_registry
 from seqify.registry import Registry
+from seqify.stats import mean_interval
 
 __all__ = ["ModelabilityRequest", "ModelabilityResult", "run_modelability"]
 
-COLUMNS = ["tokenizer", "orderer", "generator", "status", "bits_per_item", "nats_per_token", "tokens_per_item",
-           "top1_accuracy", "modelability_kind", "reconstruction_metric", "reconstruction_error", "headline", "reason"]
+COLUMNS = ["tokenizer", "orderer", "generator", "seed", "tokenizer_seed", "status", "bits_per_item", "nats_per_token",
+           "tokens_per_item", "top1_accuracy", "modelability_kind", "reconstruction_metric", "reconstruction_error",
+           "headline", "reason"]
 
 
 @dataclass(kw_only=True)
@@ -39,6 +43,8 @@ class ModelabilityRequest(RunSettings):
         out: output folder (the cells, ``modelability.md``/``.csv``/``.png``).
         orderer: one orderer for every tokenization (default "raster").
         generator: one generator (default: the runner's choice for the orderer).
+        seeds: run seeds to repeat every tokenization with (default: ``seed``).
+        tokenizer_seeds: tokenizer seeds to repeat it with (default: ``tokenizer_seed``).
     """
 
     modality: str
@@ -46,6 +52,8 @@ class ModelabilityRequest(RunSettings):
     out: Path
     orderer: str = "raster"
     generator: str | None = None
+    seeds: list[int] | None = None
+    tokenizer_seeds: list[int] | None = None
 
 
 @dataclass
@@ -69,10 +77,12 @@ def run_modelability(
     out = Path(req.out)
     matrix = run_matrix(
         MatrixRequest(**req.settings(), modalities=[req.modality], orderers=[req.orderer], out=out,
-                      generators=[req.generator] if req.generator else None, tokenizers=list(req.tokenizers)),
+                      generators=[req.generator] if req.generator else None, tokenizers=list(req.tokenizers),
+                      seeds=req.seeds, tokenizer_seeds=req.tokenizer_seeds),
         reporter, registry)
     rows = [_row(r) for r in matrix.rows]
     files = write_modelability(rows, out, title=f"{req.modality}: tokenizations under '{req.orderer}' ({req.budget})")
+    files.update({k: v for k, v in matrix.files.items() if k.startswith("summary")})
     return ModelabilityResult(rows, out, files)
 
 
@@ -100,11 +110,22 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     xlabel = f"reconstruction error ({', '.join(metrics) or 'none'}; lossless = 0)"
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     markers = "osD^vP*Xhp<>"
-    for n, r in enumerate(rows):  # a legend, not labels at the points: close points would overprint them
-        x = r["reconstruction_error"] if isinstance(r["reconstruction_error"], (int, float)) else 0.0
-        label = (f"{r['tokenizer']}: {r['tokens_per_item']:.0f} tok, top-1 {r['top1_accuracy']:.2f}"
-                 if isinstance(r["tokens_per_item"], (int, float)) else r["tokenizer"])
-        ax.scatter([x], [r["bits_per_item"]], s=45, marker=markers[n % len(markers)], label=label)
+    by_tokenizer: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_tokenizer.setdefault(r["tokenizer"], []).append(r)
+    # a legend, not labels at the points: close points would overprint them
+    for n, (name, reps) in enumerate(by_tokenizer.items()):
+        x = mean_interval([r["reconstruction_error"] if _number(r["reconstruction_error"]) else 0.0 for r in reps])
+        y = mean_interval([r["bits_per_item"] for r in reps])
+        tokens = mean_interval([r["tokens_per_item"] for r in reps if _number(r["tokens_per_item"])])["mean"]
+        top1 = mean_interval([r["top1_accuracy"] for r in reps])["mean"]
+        label = f"{name}: {tokens:.0f} tok, top-1 {top1:.2f}" if tokens is not None else name
+        marker = markers[n % len(markers)]
+        if y["n"] > 1:  # the mean over seeds, with its 95% interval on both axes
+            ax.errorbar([x["mean"]], [y["mean"]], xerr=[x["half_width"]], yerr=[y["half_width"]], fmt=marker,
+                        markersize=6, capsize=3, label=f"{label} (mean of {y['n']} seeds, 95% interval)")
+        else:
+            ax.scatter([x["mean"]], [y["mean"]], s=45, marker=marker, label=label)
     ax.legend(fontsize=7, loc="best")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test bits per item (lower: easier to model)")
@@ -115,3 +136,7 @@ def _plot(rows: list[dict[str, Any]], title: str) -> bytes:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

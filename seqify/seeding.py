@@ -12,6 +12,9 @@ never collide:
 - ``validation``: the validation loss, in a forked RNG state that leaves the training
   streams untouched (CPU and CUDA);
 - ``score``, ``templates``, ``sample``, ``diagnostics``: evaluation.
+
+Fitting a tokenizer runs under :func:`deterministic` as well: a fitted codebook is
+what later numbers rest on, so its kernels should not move it from run to run.
 """
 
 from __future__ import annotations
@@ -59,3 +62,19 @@ def forked(seed: int, stream: str, device=None) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(stream_seed(seed, stream))
         yield
+
+
+@contextlib.contextmanager
+def deterministic() -> Iterator[None]:
+    """Run the block with ``torch.use_deterministic_algorithms(True, warn_only=True)``
+    (an operation without a deterministic kernel warns instead of failing; a strict
+    setting the caller made stays strict); the previous setting is restored afterwards."""
+    import torch
+
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=warn_only if enabled else True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)

@@ -6,15 +6,15 @@ The pipeline, one module a stage:
   :class:`BenchRequest`, :class:`BenchResult`, :class:`Reporter`;
 - :mod:`seqify.bench.resolve`: cell resolution (every component looked up, configured
   and checked before any data loads; the one way a component is built);
-- :mod:`seqify.bench.prepare`: data preparation (load, fit or restore the tokenizer,
-  tokenize, cache);
+- :mod:`seqify.bench.prepare`: data preparation (load, fit, restore or load the
+  tokenizer, tokenize, cache);
 - :mod:`seqify.bench.stages`: the evaluation stages (modelability, reconstruction,
   samples and metrics, diagnostics) and the model a cell trains;
 - :mod:`seqify.bench.run`: orchestration, :func:`run_bench` behind ``seqify bench``;
 - :mod:`seqify.bench.sample`: :func:`run_sample` behind ``seqify sample``.
 """
 
-from seqify.bench.prepare import Prepared, decode_all, fit_tokenizer, prepare_data
+from seqify.bench.prepare import Prepared, decode_all, fit_tokenizer, load_tokenizer_state, prepare_data
 from seqify.bench.request import BenchRequest, BenchResult, Reporter, RunSettings, request_dict
 from seqify.bench.resolve import (
     Cell,
@@ -29,7 +29,7 @@ from seqify.bench.resolve import (
     resolve_cell,
     train_signature,
 )
-from seqify.bench.run import TRAIN_STATE, run_bench
+from seqify.bench.run import TOKENIZER_STATE, TRAIN_STATE, run_bench
 from seqify.bench.sample import run_sample
 from seqify.bench.stages import (
     build_model,
@@ -48,4 +48,5 @@ __all__ = [
     "Cell", "Prepared", "prepare_data", "fit_tokenizer", "decode_all", "build_model", "pick_device",
     "pick_dataset", "generator_settings", "train_signature", "check_spec", "known_spec", "completion_probe",
     "draw_order", "generate_and_measure", "measure_reconstruction", "score_test", "request_dict",
+    "load_tokenizer_state", "TOKENIZER_STATE",
 ]

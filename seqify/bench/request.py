@@ -28,6 +28,10 @@ class RunSettings:
         budget: "smoke", "quick" or "full".
         steps: override the number of training steps.
         seed: seeds data splits, training, orders and sampling.
+        tokenizer_seed: seeds fitting a learned tokenizer (a VQ codebook), apart from
+            the model's seed; None: the run ``seed``.
+        tokenizer_state: a tokenizer state file (``tokenizer_state.pt`` of an earlier
+            run) loaded instead of fitting: the same tokenizer on another machine.
         device: "auto", "cpu" or "cuda".
         config_file: TOML/YAML/JSON with any BenchConfig fields.
         overrides: a dict merged last (Python API).
@@ -41,10 +45,17 @@ class RunSettings:
     budget: str = "quick"
     steps: int | None = None
     seed: int = 0
+    tokenizer_seed: int | None = None
+    tokenizer_state: Path | None = None
     device: str = "auto"
     config_file: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     train_orderer: str | None = None
+
+    @property
+    def tokenizer_fit_seed(self) -> int:
+        """The seed the tokenizer is fitted with: ``tokenizer_seed``, else ``seed``."""
+        return self.seed if self.tokenizer_seed is None else self.tokenizer_seed
 
     def settings(self) -> dict[str, Any]:
         """The shared settings as keyword arguments (to build another request from them)."""
@@ -95,4 +106,6 @@ def request_dict(req: BenchRequest) -> dict[str, Any]:
     """The request as saved in a checkpoint (what ``seqify sample`` rebuilds it from)."""
     return {"modality": req.modality, "orderer": req.orderer, "dataset": req.dataset,
             "data": str(req.data) if req.data else None, "tokenizer": req.tokenizer, "generator": req.generator,
-            "budget": req.budget, "steps": req.steps, "seed": req.seed, "train_orderer": req.train_orderer}
+            "budget": req.budget, "steps": req.steps, "seed": req.seed, "train_orderer": req.train_orderer,
+            "tokenizer_seed": req.tokenizer_seed,
+            "tokenizer_state": str(req.tokenizer_state) if req.tokenizer_state else None}

@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seqify import __version__
 from seqify.bench.request import BenchRequest
 from seqify.config import BUDGETS, BenchConfig, deep_merge, for_dataset, load_config_file, resolve_config, validate_model
-from seqify.errors import ConfigError, NotApplicableError, UnknownComponentError
+from seqify.errors import ConfigError, DataError, NotApplicableError, UnknownComponentError
 from seqify.plugins import get_registry
 from seqify.protocols import orderer_kind
 from seqify.registry import Registry
@@ -131,6 +132,13 @@ def resolve_cell(req: BenchRequest, registry: Registry | None = None) -> Cell:
         raise UnknownComponentError("budget", req.budget, BUDGETS)
     if req.device not in ("auto", "cpu", "cuda"):
         raise UnknownComponentError("device", req.device, ["auto", "cpu", "cuda"])
+    if req.tokenizer_state is not None:
+        if req.tokenizer_seed is not None:
+            raise ConfigError("a tokenizer seed and a tokenizer state file exclude each other (a loaded state is not "
+                              "fitted): give --tokenizer-seed(s) or --tokenizer-state")
+        if not Path(req.tokenizer_state).is_file():
+            raise DataError(f"tokenizer state file {str(req.tokenizer_state)!r} not found "
+                            "(give a run's tokenizer_state.pt)")
     modality_cls = registry.get("modality", req.modality)
     dataset = pick_dataset(modality_cls, req)
     tok_names = registry.names("tokenizer", req.modality)
@@ -216,7 +224,9 @@ def train_signature(cell: Cell, req: BenchRequest, tokenizer_state: str) -> str:
 
     It covers the training orders, the module trained (a learned orderer's wrapper
     and its settings), the settings of every part, and the fitted tokenizer's
-    fingerprint (:func:`seqify.protocols.tokenizer_fingerprint`).
+    fingerprint (:func:`seqify.protocols.tokenizer_fingerprint`): cells whose tokenizer
+    seeds fit different states train apart, while a tokenizer without state (or one
+    whose fit ignores the seed) lets them share one model.
     """
     sig = {
         "seqify": __version__,

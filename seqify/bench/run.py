@@ -25,6 +25,8 @@ from seqify.registry import Registry
 
 #: the resumable training state in a cell's folder (deleted once results.json is written)
 TRAIN_STATE = "train_state.pt"
+#: a copy of the cell's fitted tokenizer state (``--tokenizer-state`` loads it elsewhere)
+TOKENIZER_STATE = "tokenizer_state.pt"
 
 
 def run_bench(req: BenchRequest, reporter: Reporter | None = None, registry: Registry | None = None) -> BenchResult:
@@ -65,6 +67,9 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
     data = prepare_data(cell, req, rep, timings, device=device)
+    tokenizer_state = data.tokenizer.state_dict()
+    if tokenizer_state and ctx.is_main:  # the same tokenizer on another machine: --tokenizer-state this file
+        save_checkpoint(out / TOKENIZER_STATE, {"state": tokenizer_state})
 
     # train (or reuse a model another cell trained the same way)
     model = build_model(cell, data.spec, req.seed).to(device)
@@ -96,7 +101,7 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
     n_params = sum(p.numel() for p in model.parameters())
     save_checkpoint(out / "checkpoint.pt", {
         "model": model.state_dict(),
-        "tokenizer": data.tokenizer.state_dict(),
+        "tokenizer": tokenizer_state,
         "request_json": json.dumps(request_dict(req)),
         "names_json": json.dumps(cell.names),
         "config_json": cfg.model_dump_json(),
@@ -108,6 +113,8 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         cell, data, model, seed=req.seed, sample_seed=req.seed, n_test=min(cfg.eval.n_test, len(data.test)), out=out,
         device=device, rep=rep, timings=timings, train_log=train_info)
     files = {"results": "results.json", "checkpoint": "checkpoint.pt", **found.pop("files")}
+    if tokenizer_state:
+        files["tokenizer_state"] = TOKENIZER_STATE
     timings["total_s"] = time.perf_counter() - t_all
 
     results = {
@@ -124,6 +131,8 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         "data": {**data.splits.info, "n_train": len(data.train), "n_val": len(data.val) if data.val else 0,
                  "n_test": len(data.test), "bad_rows": data.report.summary()},
         "model": {"parameters": n_params, "train_signature": sig, "tokenizer_fingerprint": data.tokenizer_fingerprint},
+        # ("tokenizer" is the tokenizer's name) seed, source, cache_file, state_file, fingerprint
+        "tokenizer_state": data.tokenizer_info,
         "files": files,
         "versions": {"seqify": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }

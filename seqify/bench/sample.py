@@ -101,6 +101,7 @@ def run_sample(
                "n_samples": cell.config.eval.n_samples, "temperature": cell.config.eval.temperature,
                **found, "timings": {k: round(v, 3) for k, v in timings.items()},
                "model": {"tokenizer_fingerprint": data_.tokenizer_fingerprint},
+               "tokenizer_state": data_.tokenizer_info,
                "files": {"results": "sample_results.json", **found["files"]}}
     atomic_write_json(out / "sample_results.json", results)
     return BenchResult(results, out, results["files"])
