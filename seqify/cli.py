@@ -223,6 +223,29 @@ def bench(
     console.print(f"results: {result.results_path}")
 
 
+_JOBS = typer.Option(1, "--jobs", "-j", help="Cells run at once on this machine, each in a worker process with its share of "
+                     "the CPU threads (and its own GPU when there are several); 1: one after another in this process.")
+_THREADS = typer.Option(None, "--threads", help="Torch threads per cell (default: the cores divided by --jobs).")
+_EXECUTOR = typer.Option("local", "--executor", help="local | ray | slurm (ray and slurm need the optional 'cluster' extra of seqify).")
+_ADDRESS = typer.Option(None, "--address", help="Ray cluster address (ray.init(address=...)); default: a Ray started here.")
+_CPUS = typer.Option(1, "--cpus-per-cell", help="CPUs each cell asks Ray or Slurm for.")
+_GPUS = typer.Option(0.0, "--gpus-per-cell", help="GPUs each cell asks Ray or Slurm for.")
+_PARTITION = typer.Option(None, "--partition", help="Slurm partition.")
+_TIME = typer.Option(60, "--time-limit", help="Slurm time limit per cell, minutes.")
+_CLUSTER = typer.Option(None, "--slurm-cluster", help="submitit cluster: slurm, or local (the same code path without a scheduler).")
+
+
+def _execution(jobs: int, threads: Optional[int], executor: str, address: Optional[str], cpus: int, gpus: float,
+               partition: Optional[str], time_limit: int, cluster: Optional[str]) -> Any:
+    from seqify.executors import ExecutorSettings
+
+    try:
+        return ExecutorSettings(executor=executor, jobs=jobs, threads=threads, address=address, cpus_per_cell=cpus,
+                                gpus_per_cell=gpus, partition=partition, time_min=time_limit, slurm_cluster=cluster)
+    except ConfigError as exc:
+        _fail(exc)
+
+
 @app.command()
 def matrix(
     modalities: str = typer.Option(..., "--modalities", help="Comma-separated modalities."),
@@ -239,6 +262,15 @@ def matrix(
     device: str = typer.Option("auto", "--device"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
     train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train every cell under this orderer (cells then share one model per generator)."),
+    jobs: int = _JOBS,
+    threads: Optional[int] = _THREADS,
+    executor: str = _EXECUTOR,
+    address: Optional[str] = _ADDRESS,
+    cpus_per_cell: int = _CPUS,
+    gpus_per_cell: float = _GPUS,
+    partition: Optional[str] = _PARTITION,
+    time_limit: int = _TIME,
+    slurm_cluster: Optional[str] = _CLUSTER,
 ) -> None:
     """Run every compatible cell, resuming from DIR/index.sqlite; write a comparison table and heatmap."""
     from seqify.matrix import MatrixRequest, run_matrix
@@ -248,7 +280,9 @@ def matrix(
     req = MatrixRequest(modalities=_split(modalities), orderers=_split(orderers), out=out,
                         generators=_split(generators), tokenizers=_split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
                         train_orderer=train_orderer, seeds=_seeds(seeds, "--seeds"),
-                        tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"), tokenizer_state=tokenizer_state)
+                        tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"), tokenizer_state=tokenizer_state,
+                        execution=_execution(jobs, threads, executor, address, cpus_per_cell, gpus_per_cell, partition,
+                                             time_limit, slurm_cluster))
     try:
         with RichReporter() as rep:
             result = run_matrix(req, rep)
@@ -284,6 +318,15 @@ def modelability(
     tokenizer_state: Optional[Path] = typer.Option(None, "--tokenizer-state", help=_TOKENIZER_STATE_HELP),
     device: str = typer.Option("auto", "--device"),
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON configuration for every cell."),
+    jobs: int = _JOBS,
+    threads: Optional[int] = _THREADS,
+    executor: str = _EXECUTOR,
+    address: Optional[str] = _ADDRESS,
+    cpus_per_cell: int = _CPUS,
+    gpus_per_cell: float = _GPUS,
+    partition: Optional[str] = _PARTITION,
+    time_limit: int = _TIME,
+    slurm_cluster: Optional[str] = _CLUSTER,
 ) -> None:
     """Train each tokenization under one budget; tabulate and plot bits per item against reconstruction error."""
     from seqify.modelability import ModelabilityRequest, run_modelability
@@ -294,7 +337,9 @@ def modelability(
                               out=out, orderer=orderer, generator=generator, dataset=dataset, data=data, budget=budget,
                               steps=steps, seed=seed, device=device, config_file=config,
                               seeds=_seeds(seeds, "--seeds"), tokenizer_state=tokenizer_state,
-                              tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"))
+                              tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"),
+                              execution=_execution(jobs, threads, executor, address, cpus_per_cell, gpus_per_cell,
+                                                   partition, time_limit, slurm_cluster))
     try:
         with RichReporter() as rep:
             result = run_modelability(req, rep)

@@ -15,12 +15,13 @@ and the matrix's ``summary.md`` / ``summary.csv`` give every figure's spread.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from seqify.bench import Reporter, RunSettings
 from seqify.io import atomic_write_bytes
+from seqify.executors import ExecutorSettings
 from seqify.matrix import MatrixRequest, run_matrix, write_table
 from seqify.plugins import get_registry
 from seqify.registry import Registry
@@ -45,6 +46,7 @@ class ModelabilityRequest(RunSettings):
         generator: one generator (default: the runner's choice for the orderer).
         seeds: run seeds to repeat every tokenization with (default: ``seed``).
         tokenizer_seeds: tokenizer seeds to repeat it with (default: ``tokenizer_seed``).
+        execution: where the cells run (:class:`~seqify.executors.ExecutorSettings`).
     """
 
     modality: str
@@ -54,6 +56,7 @@ class ModelabilityRequest(RunSettings):
     generator: str | None = None
     seeds: list[int] | None = None
     tokenizer_seeds: list[int] | None = None
+    execution: ExecutorSettings = field(default_factory=ExecutorSettings)
 
 
 @dataclass
@@ -78,7 +81,7 @@ def run_modelability(
     matrix = run_matrix(
         MatrixRequest(**req.settings(), modalities=[req.modality], orderers=[req.orderer], out=out,
                       generators=[req.generator] if req.generator else None, tokenizers=list(req.tokenizers),
-                      seeds=req.seeds, tokenizer_seeds=req.tokenizer_seeds),
+                      seeds=req.seeds, tokenizer_seeds=req.tokenizer_seeds, execution=req.execution),
         reporter, registry)
     rows = [_row(r) for r in matrix.rows]
     files = write_modelability(rows, out, title=f"{req.modality}: tokenizations under '{req.orderer}' ({req.budget})")

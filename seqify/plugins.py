@@ -71,6 +71,8 @@ def build_registry(extra_plugins: list[ModuleType | object] = (), *, warn: bool 
         warn: print a line on stderr for each plugin that failed.
     """
     registry = Registry()
+    # what a worker process rebuilds this registry from (modules by name: they do not pickle)
+    registry.extra_plugins = [p.__name__ if isinstance(p, ModuleType) else p for p in extra_plugins]
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     allowed = _allowed()

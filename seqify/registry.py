@@ -63,6 +63,8 @@ class Registry:
     def __init__(self) -> None:
         self._items: dict[str, dict[tuple[str, str], ComponentInfo]] = {k: {} for k in KINDS}
         self.failed_plugins: dict[str, str] = {}
+        #: the extra plugins it was built with (:func:`seqify.plugins.build_registry`; module names for modules)
+        self.extra_plugins: list[Any] = []
 
     def register(
         self,
