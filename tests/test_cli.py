@@ -66,6 +66,8 @@ def test_smoke_bench_writes_the_results_contract(tmp_path, orderer, generator):
     assert data["modelability"]["kind"] == "exact" and data["seed"] == 1
     assert {"puzzle_accuracy", "cell_accuracy", "valid_consistent"} <= set(data["metrics"])
     assert (tmp_path / "samples.png").stat().st_size > 1000
+    assert data["files"]["training_png"] == "training.png"
+    assert (tmp_path / "training.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "nats_per_token" in res.output  # the final table
 
 
@@ -77,5 +79,6 @@ def test_two_cell_matrix_shares_one_model_and_resumes(tmp_path):
     rows = (tmp_path / "comparison.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and all(",done," in r for r in rows[1:])
     assert len(list((tmp_path / "models").glob("*.pt"))) == 1  # trained once, used by both cells
+    assert len(list((tmp_path / "cells").glob("*/training.png"))) == 2  # the reusing cell draws the saved log
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "0 run, 2 read from the index" in again.output

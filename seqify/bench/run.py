@@ -18,6 +18,7 @@ from seqify.bench.prepare import prepare_data
 from seqify.bench.request import BenchRequest, BenchResult, Reporter, request_dict
 from seqify.bench.resolve import Cell, check_applicable, pick_device, resolve_cell, train_signature
 from seqify.bench.stages import build_model, completion_probe, evaluate_model
+from seqify.curves import write_training_curves
 from seqify.errors import NotApplicableError
 from seqify.io import atomic_write_json, load_checkpoint, save_checkpoint
 from seqify.registry import Registry
@@ -109,10 +110,12 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         "train_log_json": json.dumps(train_info),
     })
 
+    curves = write_training_curves(train_info, cfg.train, out, title=_curves_title(cell.names))  # reused models too
+
     found = evaluate_model(
         cell, data, model, seed=req.seed, sample_seed=req.seed, n_test=min(cfg.eval.n_test, len(data.test)), out=out,
         device=device, rep=rep, timings=timings, train_log=train_info)
-    files = {"results": "results.json", "checkpoint": "checkpoint.pt", **found.pop("files")}
+    files = {"results": "results.json", "checkpoint": "checkpoint.pt", **curves, **found.pop("files")}
     if tokenizer_state:
         files["tokenizer_state"] = TOKENIZER_STATE
     timings["total_s"] = time.perf_counter() - t_all
@@ -139,6 +142,11 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
     atomic_write_json(out / "results.json", results)
     (out / TRAIN_STATE).unlink(missing_ok=True)  # the run is complete: nothing left to resume
     return BenchResult(results, out, files)
+
+
+def _curves_title(names: dict) -> str:
+    trained = f", trained {names['train_orderer']}" if names["train_orderer"] != names["orderer"] else ""
+    return f"{names['modality']}/{names['tokenizer']}, {names['orderer']} order, {names['generator']}{trained}"
 
 
 def _spec_dict(spec) -> dict:
