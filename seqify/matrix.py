@@ -126,8 +126,13 @@ class _Planned:
 def _share_key(cell: Any, cell_req: BenchRequest) -> str:
     """Which cells will share one trained model, known before any tokenizer is fitted:
     the train signature with the tokenizer's fit inputs (its seed, or the state file)
-    in place of the fitted state's fingerprint."""
-    return train_signature(cell, cell_req, f"fit seed {cell_req.tokenizer_fit_seed}, state {cell_req.tokenizer_state}")
+    in place of the fitted state's fingerprint. A tokenizer that does not fit (no
+    ``fit`` of its own) ignores its seed, so its cells share one model across them."""
+    from seqify.protocols import BaseTokenizer
+
+    fits = getattr(type(cell.tokenizer), "fit", None) not in (None, BaseTokenizer.fit)
+    fit_inputs = f"fit seed {cell_req.tokenizer_fit_seed}" if fits else "no fit"
+    return train_signature(cell, cell_req, f"{fit_inputs}, state {cell_req.tokenizer_state}")
 
 
 def _label(p: _Planned) -> str:

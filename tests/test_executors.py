@@ -208,3 +208,12 @@ def test_ray_and_submitit_give_the_numbers_of_one_process(in_process, registry, 
         subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True)
     assert _numbers(on_ray) == _numbers(in_process)
     assert not ray.is_initialized()
+
+
+def test_a_tokenizer_without_a_fit_shares_one_model_across_tokenizer_seeds(registry, tmp_path):
+    req = MatrixRequest(modalities=["toy"], orderers=["raster"], generators=["unigram"], budget="smoke",
+                        tokenizer_seeds=[0, 1], out=tmp_path, execution=ExecutorSettings(jobs=2, threads=1))
+    res = run_matrix(req, registry=registry)
+    assert [r["status"] for r in res.rows] == ["done", "done"]
+    assert sorted(r["shared_model"] for r in res.rows) == [False, True]  # one trains, the other waits and reuses it
+    assert res.rows[0]["nats_per_token"] == res.rows[1]["nats_per_token"]
