@@ -47,13 +47,16 @@ test-all: install
 # several seeds (summary.md: mean and 95% interval per orderer); SEED=N runs one.
 SEED_ARGS = $(if $(SEEDS),--seeds $(SEEDS),--seed $(SEED))
 demo: install
-	@$(BIN)/seqify matrix --modalities sudoku --orderers raster --generators causal --budget quick $(SEED_ARGS) \
-		--threads 1 --out $(OUT) & causal=$$!; \
+	@mkdir -p $(OUT); trap 'kill $$causal 2>/dev/null' INT TERM; \
+	$(BIN)/seqify matrix --modalities sudoku --orderers raster --generators causal --budget quick $(SEED_ARGS) \
+		--threads 1 --out $(OUT) > $(OUT)/causal.log 2>&1 & causal=$$!; \
 	$(BIN)/seqify matrix --modalities sudoku --orderers margin,top-prob,entropy,random,raster --generators masked \
 		--train-orderer random --budget quick $(SEED_ARGS) --jobs 2 --threads 1 --out $(OUT); masked=$$?; \
 	wait $$causal; causal=$$?; \
+	test $$causal = 0 || { echo "the causal matrix failed: $(OUT)/causal.log"; tail -5 $(OUT)/causal.log; }; \
+	test $$masked = 0 && test $$causal = 0 && \
 	$(BIN)/seqify matrix --modalities sudoku --orderers raster --generators causal --budget quick $(SEED_ARGS) \
-		--threads 1 --out $(OUT) > /dev/null && test $$masked = 0 && test $$causal = 0
+		--threads 1 --out $(OUT) > /dev/null && echo "comparison (both matrices): $(OUT)/comparison.md"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -91,13 +91,15 @@ def main(folder: Path) -> None:
         else:
             line += " |"
         print(line)
-    print("\n| orders compared on the same VQ tokens | bits/image difference, paired by tokenizer seed [95% CI] |")
+    print("\n| orders compared on the same tokens | bits/image difference, paired by tokenizer seed [95% CI] |")
     print("|---|---|")
-    for a, b in (("hilbert", "spiral"), ("hilbert", "rar"), ("spiral", "rar")):
-        diff = [found[("vq", a, a, s)]["modelability"]["bits_per_item"] - found[("vq", b, b, s)]["modelability"]["bits_per_item"]
-                for s in seeds if ("vq", a, a, s) in found and ("vq", b, b, s) in found]
+    pairs = [("vq", "hilbert", "spiral"), ("vq", "hilbert", "rar"), ("vq", "spiral", "rar"),
+             ("next-scale", "next-scale", "raster")]
+    for tok, a, b in pairs:
+        diff = [found[(tok, a, a, s)]["modelability"]["bits_per_item"] - found[(tok, b, b, s)]["modelability"]["bits_per_item"]
+                for s in seeds if (tok, a, a, s) in found and (tok, b, b, s) in found]
         if diff:
-            print(f"| {a} minus {b} | {_ci(diff, 1)} |")
+            print(f"| {tok}: {a} minus {b} | {_ci(diff, 1)} |")
     print("\n| order at inference (raster-trained VQ model) | nats/token by tokenizer seed | FD, mean [95% CI] |")
     print("|---|---|---|")
     for order in ("raster", "spiral", "hilbert", "random"):

@@ -117,14 +117,25 @@ class CellIndex:
         self.con.execute(SCHEMA)
         self.con.execute(CLAIMS)
         if "tokenizer_seed" not in {r[1] for r in self.con.execute("PRAGMA table_info(cells)")}:
-            self.con.execute("ALTER TABLE cells ADD COLUMN tokenizer_seed INTEGER")
+            try:
+                self.con.execute("ALTER TABLE cells ADD COLUMN tokenizer_seed INTEGER")
+            except sqlite3.OperationalError as exc:  # another driver added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.started = _process_start(self.pid)
         self.owner = f"{self.host}:{self.pid}:{self.started}"
 
     def close(self) -> None:
-        self.release_all()
-        self.con.close()
+        try:
+            self.release_all()
+        finally:
+            self.con.close()
+
+    def release(self, keys: list[str]) -> None:
+        """Drop this process's claims of ``keys`` (cells it will not run now)."""
+        with self._transaction():
+            self.con.executemany("DELETE FROM claims WHERE key = ? AND owner = ?", [(k, self.owner) for k in keys])
 
     def get(self, key: str) -> tuple | None:
         """``(status, reason, results_json, out_dir, finished_at)`` of a recorded cell."""
@@ -186,7 +197,8 @@ class CellIndex:
                 con.execute("BEGIN IMMEDIATE")
 
             def __exit__(self_inner, exc_type, *_):
-                con.execute("ROLLBACK" if exc_type else "COMMIT")
+                if con.in_transaction:
+                    con.execute("ROLLBACK" if exc_type else "COMMIT")
 
         return _Tx()
 

@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable
 
 from seqify.errors import ConfigError
 
-__all__ = ["CellGroup", "CellOutcome", "ExecutorSettings", "FileReporter", "make_executor", "run_group"]
+__all__ = ["DIED", "CellGroup", "CellOutcome", "ExecutorSettings", "FileReporter", "InProcess", "LocalProcesses",
+           "RayCells", "SlurmCells", "last_progress", "make_executor", "run_group"]
 
 #: what a worker that died is recorded with (the next run of the matrix runs the cell again)
 DIED = "worker died"
@@ -218,10 +219,19 @@ class InProcess:
 
     def run(self, groups: Iterable[CellGroup], on_outcome: OnOutcome, on_running: OnRunning | None = None) -> None:
         pending = list(groups)
-        while pending:
-            group = pending.pop(0)
-            for outcome in run_group(group, self.threads, self.rep, self.registry):
-                pending.extend(on_outcome(outcome))
+        before = None
+        if self.threads:
+            import torch
+
+            before = torch.get_num_threads()
+        try:
+            while pending:
+                group = pending.pop(0)
+                for outcome in run_group(group, self.threads, self.rep, self.registry):
+                    pending.extend(on_outcome(outcome))
+        finally:
+            if before is not None:  # --threads holds for the matrix, not for the caller after it
+                torch.set_num_threads(before)
 
 
 def _die_with_parent() -> None:
@@ -236,14 +246,17 @@ def _die_with_parent() -> None:
         pass
 
 
-def _worker_main(conn: Any, group: CellGroup, threads: int, device: int | None) -> None:
-    """A local worker: its thread count and GPU set before torch loads, then the group;
-    the outcomes go back through ``conn``."""
+def _worker_main(conn: Any, group: CellGroup, threads: int) -> None:
+    """A local worker: the group, its outcomes sent back through ``conn``. Its thread
+    count and GPU come in its environment (set by the driver around ``start``, so they
+    hold before torch loads: unpickling the group's requests imports it)."""
     _die_with_parent()
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    if device is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(device)
-    conn.send(run_group(group, threads))
+    try:
+        outcomes = run_group(group, threads)
+    except BaseException as exc:  # noqa: BLE001 - an error run_cell does not expect fails the group, named
+        outcomes = _died(group, f"{type(exc).__name__}: {exc}", prefix="worker error")
+        traceback.print_exc()
+    conn.send(outcomes)
     conn.close()
 
 
@@ -252,8 +265,27 @@ def _worker_run(group: CellGroup, threads: int) -> list[CellOutcome]:
     return run_group(group, threads)
 
 
-def _died(group: CellGroup, reason: str) -> list[CellOutcome]:
-    return [CellOutcome(k, "failed", f"{DIED}: {reason}", None, str(r.out)) for r, k in zip(group.requests, group.keys)]
+def _died(group: CellGroup, reason: str, prefix: str = DIED) -> list[CellOutcome]:
+    return [CellOutcome(k, "failed", f"{prefix}: {reason}", None, str(r.out)) for r, k in zip(group.requests, group.keys)]
+
+
+class _Environ:
+    """``os.environ`` with ``values`` set inside the block (a spawned process copies it
+    when it starts), restored after."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values, self.saved = values, {}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *_: Any) -> None:
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _exit_reason(code: int | None) -> str:
@@ -279,17 +311,19 @@ class LocalProcesses:
         self.rep = reporter
 
     @staticmethod
-    def _gpus() -> int:
+    def _gpus() -> list[str]:
+        """The devices this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (ids
+        or MIG UUIDs); a worker gets one of these."""
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         if visible is not None:
-            return len([d for d in visible.split(",") if d.strip()])
+            return [d.strip() for d in visible.split(",") if d.strip()]
         import sys
 
         torch = sys.modules.get("torch")  # never load torch here only to count devices
         try:
-            return torch.cuda.device_count() if torch is not None else 0
+            return [str(i) for i in range(torch.cuda.device_count())] if torch is not None else []
         except Exception:
-            return 0
+            return []
 
     def run(self, groups: Iterable[CellGroup], on_outcome: OnOutcome, on_running: OnRunning | None = None) -> None:
         import multiprocessing as mp
@@ -298,17 +332,24 @@ class LocalProcesses:
         ctx = mp.get_context("spawn")
         pending = list(groups)
         gpus = self._gpus()
-        running: dict[Any, tuple[Any, Any, CellGroup, int | None]] = {}  # sentinel -> (process, conn, group, gpu)
+        running: dict[Any, tuple[Any, Any, CellGroup, str | None]] = {}  # sentinel -> (process, conn, group, gpu)
         try:
             while pending or running:
                 while pending and len(running) < self.jobs:
                     group = pending.pop(0)
-                    used = {gpu for *_, gpu in running.values()}
-                    gpu = min((i for i in range(gpus) if i not in used), default=None) if gpus else None
+                    env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+                    gpu = None
+                    if gpus:  # the least used of the visible devices
+                        load = {g: 0 for g in gpus}
+                        for *_, used in running.values():
+                            load[used] += 1
+                        gpu = min(gpus, key=lambda g: load[g])
+                        env["CUDA_VISIBLE_DEVICES"] = gpu
                     parent, child = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_worker_main, args=(child, group, self.threads, gpu),
+                    proc = ctx.Process(target=_worker_main, args=(child, group, self.threads),
                                        name=f"seqify-{group.label}", daemon=False)
-                    proc.start()
+                    with _Environ(env):
+                        proc.start()
                     child.close()
                     running[proc.sentinel] = (proc, parent, group, gpu)
                 if on_running:
@@ -321,11 +362,12 @@ class LocalProcesses:
                     try:
                         if conn.poll():
                             outcomes = conn.recv()
-                    except (EOFError, OSError):
+                    except (EOFError, OSError):  # the worker closed its end without sending: it is ending
                         pass
-                    if outcomes is None and proc.is_alive():
-                        continue  # the pipe woke us; the process is still finishing
-                    proc.join(timeout=30)
+                    proc.join(timeout=60)
+                    if proc.is_alive():  # sent (or closed) but does not exit: never let it hold its core or GPU
+                        proc.kill()
+                        proc.join(timeout=10)
                     del running[sentinel]
                     conn.close()
                     for outcome in outcomes if outcomes is not None else _died(group, _exit_reason(proc.exitcode)):
@@ -334,6 +376,8 @@ class LocalProcesses:
             for proc, conn, _, _ in running.values():  # the driver stops: so do its workers
                 proc.terminate()
                 proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
 
 
 class RayCells:
@@ -372,6 +416,8 @@ class RayCells:
                         for follow in on_outcome(outcome):
                             refs[task.remote(follow, threads)] = follow
         finally:
+            for ref in refs:  # the driver stops: its cells must not run on unrecorded
+                ray.cancel(ref, force=True)
             if started_here:
                 ray.shutdown()
 
@@ -401,6 +447,14 @@ class SlurmCells:
             params["slurm_partition"] = s.partition
         ex.update_parameters(**params, **s.extra)
         jobs = {ex.submit(_worker_run, g, threads): g for g in groups}
+        try:
+            self._wait(jobs, ex, threads, on_outcome, on_running)
+        finally:
+            for job in jobs:  # the driver stops: its cells must not run on unrecorded
+                job.cancel(check=False)
+
+    @staticmethod
+    def _wait(jobs: dict, ex: Any, threads: int, on_outcome: OnOutcome, on_running: OnRunning | None) -> None:
         shown = 0.0
         while jobs:
             if on_running and time.time() - shown > 15:

@@ -214,6 +214,13 @@ def run_matrix(req: MatrixRequest, reporter: Reporter | None = None, registry: R
             for key in finished:  # another driver ran it meanwhile
                 p = todo.pop(key)
                 rows[key] = _recorded_row(p.names, p.req, key, index.get(key))
+            # a cell whose model another driver is training now waits for it, then reuses it
+            training_elsewhere = {todo[k].share for k in busy}
+            later = [k for k in claimed if todo[k].share in training_elsewhere]
+            if later:
+                index.release(later)
+                claimed = [k for k in claimed if k not in later]
+                busy = [*busy, *later]
             by_share: dict[str, list[_Planned]] = {}
             for key in claimed:
                 by_share.setdefault(todo[key].share, []).append(todo[key])
@@ -224,7 +231,10 @@ def run_matrix(req: MatrixRequest, reporter: Reporter | None = None, registry: R
             if starts:
                 executor.run(starts, on_outcome, on_running)
             elif busy:
-                rep.log(f"waiting for {len(busy)} cell(s) another seqify matrix process is running")
+                if time.time() - shown.get("waiting", 0.0) > 60:
+                    rep.log(f"waiting for {len(busy)} cell(s) another seqify matrix process is running (or training "
+                            "their model)")
+                    shown["waiting"] = time.time()
                 time.sleep(req.poll_s)
             for key in [k for k in claimed if k in todo]:  # an executor that lost a cell: never loop on it
                 p = todo.pop(key)
