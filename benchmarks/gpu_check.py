@@ -74,6 +74,12 @@ class Settings:
     install_log: Path | None
 
 
+
+def _worst(statuses: list[str]) -> str:
+    """A step's status from its parts': "ok" when every part is, else the worst of them."""
+    return "ok" if all(x == "ok" for x in statuses) else next(
+        x for x in ("failed", "timeout", "skipped") if x in statuses)
+
 def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -411,8 +417,7 @@ def step_cells(s: Settings, clock: Clock, log, *, have_open3d: bool) -> Step:
         statuses.append(row["status"])
     step.result["cells"] = rows
     step.seconds = total
-    step.status = "ok" if all(x == "ok" for x in statuses) else next(
-        x for x in ("failed", "timeout", "skipped") if x in statuses)
+    step.status = _worst(statuses)
     quick = ", ".join(f"{name} {steps}" for name, (_, steps) in CELLS.items())
     capped = (f"{rows[0]['steps']} steps instead of its quick budget's ({quick})" if not s.tiny
               else f"{rows[0]['steps']} steps at the smoke budget")
@@ -523,8 +528,7 @@ def step_throughput(s: Settings, clock: Clock, log) -> Step:
         statuses.append(row["status"])
     step.result["configs"] = rows
     step.seconds = total
-    step.status = "ok" if all(x == "ok" for x in statuses) else next(
-        x for x in ("failed", "timeout", "skipped") if x in statuses)
+    step.status = _worst(statuses)
     step.notes.append("projected = the config's training steps / measured steps per second; it leaves out data "
                       "preparation, periodic validation, checkpoints and the evaluation after training")
     if s.tiny:
