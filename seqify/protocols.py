@@ -148,6 +148,15 @@ class Tokenizer(Protocol):
         generation; None when the layout depends on the datum."""
         ...
 
+    def order_prior(self, batch: TokenBatch) -> torch.Tensor | None:
+        """A structural prior over generation orders: ``[B, L]`` float priorities, lower
+        first (as :meth:`seqify.ordering.StaticOrderer.priority`), read from the batch's
+        structure (kinds, coordinates, given flags), never its values; or None for no
+        prior. A trainable orderer (``learned``) starts its order posterior from it, so
+        the generator specializes to a family of orders near this one from step 0.
+        Default (:class:`BaseTokenizer`): the slots' own order (raster over the layout)."""
+        ...
+
 
 class BaseTokenizer:
     """Defaults for a tokenizer's optional members; subclass it and implement
@@ -181,6 +190,13 @@ class BaseTokenizer:
     def blank(self) -> TokenSet | None:
         """No fixed layout."""
         return None
+
+    def order_prior(self, batch: Any) -> Any:
+        """The slots' own order: slot index (raster over the layout)."""
+        import torch
+
+        B, L = batch.values.shape
+        return torch.arange(L, device=batch.values.device, dtype=torch.float32).expand(B, L)
 
 
 @runtime_checkable
@@ -324,7 +340,9 @@ class TrainableOrderer(Orderer, Protocol):
     says which generator capabilities it needs (e.g. ``caps.hidden_states``)."""
 
     def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec) -> TrainableModel:
-        """The generator with this orderer's policy (what the runner trains)."""
+        """The generator with this orderer's policy (what the runner trains). The runner
+        also passes ``tokenizer=`` (the cell's tokenizer, e.g. for its
+        :meth:`Tokenizer.order_prior`) when ``wrap`` accepts that keyword."""
         ...
 
 

@@ -16,9 +16,10 @@ from torch import nn
 from seqify.dataset import TokenTable
 from seqify.errors import NotApplicableError
 from seqify.io import load_checkpoint, save_checkpoint
-from seqify.protocols import GeneratorCaps, TrainableModel, TrainableOrderer, orderer_kind
+from seqify.protocols import BaseTokenizer, GeneratorCaps, TrainableModel, TrainableOrderer, orderer_kind
 from seqify.types import KindSpec, OrderBatch, TokenizerSpec, TokenSet, collate
 from seqify_generators.masked import MaskedTransformer
+from seqify_learned.estimators import confidence_features
 from seqify_learned.model import LearnedOrderModel
 from seqify_learned.orderer import LearnedOrder
 from seqify_learned.plackett_luce import (
@@ -223,8 +224,8 @@ def test_scores_are_bounded_by_score_clip():
     batch = collate(sudoku4_items(2))
     with torch.no_grad():
         s = model.posterior_scores(batch)
-        hidden, _ = model.generator.encode(batch, batch.given)
-        o = model.order_logits(hidden)
+        hidden, logp = model.generator.encode(batch, batch.given)
+        o = model.order_logits(hidden, logp, batch.kinds)
     assert float(s[batch.target].abs().max()) <= 2.0 and float(o.abs().max()) <= 2.0
     assert float(s[batch.target].abs().max()) > 1.5  # the clip is active, not a collapse
 
@@ -807,3 +808,161 @@ def test_a_learned_run_completes_again_with_a_greedy_order_from_its_checkpoint(t
     assert a.results["metrics"]["cell_accuracy"] == b.results["metrics"]["cell_accuracy"]
     assert (tmp_path / "a" / "completions.csv").read_text() == (tmp_path / "b" / "completions.csv").read_text()
     assert (tmp_path / "a" / "completions.csv").read_text() != (tmp_path / "c" / "completions.csv").read_text()
+
+# ------------------------------------------------------------------ the structured start (issue 18)
+# a tokenizer's order prior seeds q, so the policy p has a gradient from step 0; p reads the
+# slots' confidence; margin start and teacher; the all-open-slots value loss; old checkpoints
+
+
+class _Raster(BaseTokenizer):
+    """Only the default order_prior of BaseTokenizer (slot order)."""
+
+
+class _NoPrior(BaseTokenizer):
+    def order_prior(self, batch):
+        return None
+
+
+def build_seeded(spec, tokenizer=None, seed=0, **options):
+    torch.manual_seed(seed)
+    orderer = LearnedOrder(**{**SMALL_Q, **options})
+    return orderer.wrap(MaskedTransformer(spec, TINY), spec, tokenizer=tokenizer)
+
+
+def _head_grad(model, batch) -> float:
+    model.train()
+    model.set_progress(0.0)
+    model.zero_grad()
+    torch.manual_seed(1)
+    loss, _ = model.loss_with_stats(batch, None)
+    loss.backward()
+    return float(model.order_head.weight.grad.abs().sum())
+
+
+def test_a_seeded_q_gives_the_policy_head_a_gradient_at_step_0_and_a_uniform_start_gives_none():
+    batch = collate(sudoku4_items(8))
+    seeded = build_seeded(SUDOKU4, tokenizer=_Raster())
+    assert _head_grad(seeded, batch) > 1e-2
+    uniform_starts = (build_seeded(SUDOKU4), build_seeded(SUDOKU4, tokenizer=_NoPrior()),
+                      build_seeded(SUDOKU4, _Raster(), prior="none"))
+    for uniform in uniform_starts:
+        assert _head_grad(uniform, batch) < 1e-5  # zero up to rounding: the diagnosis, held
+
+
+def test_q_starts_on_the_prior_ranks_and_the_anneal_reaches_prior_final():
+    model = build_seeded(SUDOKU4, tokenizer=_Raster(), prior_temperature=2.0, prior_final=0.25, prior_anneal_start=0.5)
+    batch = collate(sudoku4_items(3))
+    model.train()
+    model.set_progress(0.0)
+    with torch.no_grad():
+        scores = model.posterior_scores(batch)
+    for b in range(3):
+        target = batch.target[b].nonzero().squeeze(1)  # slot order among the predicted slots
+        expected = -torch.arange(len(target), dtype=torch.float32) / 2.0
+        assert torch.allclose(scores[b, target], expected)  # q's residual starts at zero
+    assert model.prior_weight(0.5) == 1.0 and model.prior_weight(0.75) == pytest.approx(0.625)
+    assert model.prior_weight(1.0) == pytest.approx(0.25)
+    model.eval()
+    assert model.prior_weight() == pytest.approx(0.25)  # scoring after training: the end weight
+
+
+def test_the_graph_tokenizer_prior_is_the_bfs_order():
+    from seqify_molecule.orderers import BFS
+    from seqify_molecule.tokenizers import GraphTokenizer
+
+    tok = GraphTokenizer(dataset="qm9")
+    batch = collate([tok.blank(), tok.encode("CC(=O)N")])
+    prior = tok.order_prior(batch)
+    assert torch.equal(prior, BFS().priority(batch, torch.Generator()))
+    order = prior[0].argsort()[:6].tolist()
+    coords = [tuple(batch.coords[0, i].tolist()) for i in order]
+    assert coords == [(0, 0), (1, 1), (0, 1), (2, 2), (0, 2), (1, 2)]
+
+
+def test_a_seeded_run_learns_an_order_far_below_uniform():
+    """A few steps with the BFS-like prior: p follows q away from uniform (order NLL below log n!)."""
+    model = build_seeded(GRAPH3, tokenizer=_Raster())
+    items = graph3_items(64)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    stats = []
+    for step in range(40):
+        batch = collate(items[(step * 16) % 64:(step * 16) % 64 + 16])
+        model.train()
+        model.set_progress(step / 40)
+        loss, st = model.loss_with_stats(batch, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        stats.append(st)
+    last = stats[-10:]
+    order_nll = sum(float(s["order_nll"]) for s in last) / len(last)
+    uniform = sum(float(s["uniform_order_nll"]) for s in last) / len(last)
+    assert order_nll < uniform - 1.0
+    assert all(float(s["prior_weight"]) == 1.0 for s in stats)
+
+
+def test_confidence_features_margin_and_entropy():
+    logp = torch.tensor([[[0.7, 0.2, 0.1], [0.4, 0.4, 0.2]]]).log()
+    logp = torch.cat([logp, torch.full((1, 2, 1), float("-inf"))], -1)  # an id outside the kind
+    f = confidence_features(logp)
+    assert torch.allclose(f[0, :, 0], torch.tensor([0.7, 0.4]).log())
+    assert torch.allclose(f[0, :, 1], torch.tensor([0.5, 0.0]), atol=1e-6)
+    ent = -(torch.tensor([0.7, 0.2, 0.1]) * torch.tensor([0.7, 0.2, 0.1]).log()).sum()
+    assert float(f[0, 0, 2]) == pytest.approx(float(ent), abs=1e-6)
+
+
+def test_margin_init_makes_the_policy_pick_the_margin_slot_and_the_teacher_adds_gradient_not_value():
+    model = build_seeded(SUDOKU4, margin_init=50.0, margin_teacher=1.0)
+    batch = collate(sudoku4_items(4))
+    model.eval()
+    with torch.no_grad():
+        hidden, logp = model.generator.encode(batch, batch.given)
+        logits = model.order_logits(hidden, logp, batch.kinds)
+    margin = confidence_features(logp)[..., 1].masked_fill(~batch.target, -1.0)
+    assert torch.equal(logits.masked_fill(~batch.target, float("-inf")).argmax(1), margin.argmax(1))
+    model = build_seeded(SUDOKU4, margin_init=10.0, margin_teacher=1.0)  # a teacher sharper than p
+    plain = build_seeded(SUDOKU4, margin_init=10.0)
+    model.train(), plain.train()
+    torch.manual_seed(3)
+    with_teacher, _ = model.loss_with_stats(batch, None)
+    torch.manual_seed(3)
+    without, _ = plain.loss_with_stats(batch, None)
+    assert float(with_teacher.detach()) == pytest.approx(float(without.detach()), abs=1e-6)  # a gradient term only
+    with_teacher.backward()
+    without.backward()
+    assert float(model.margin_scale.grad) < float(plain.margin_scale.grad) - 1e-4  # pushed toward sharper
+
+
+def test_value_spread_trains_values_on_every_open_slot_without_changing_the_bound():
+    batch = collate(sudoku4_items(4))
+    grads, values = [], []
+    for spread in (0.0, 1.0):
+        model = build_seeded(SUDOKU4, tokenizer=_Raster(), value_spread=spread)
+        model.train()
+        torch.manual_seed(5)
+        loss, _ = model.loss_with_stats(batch, None)
+        loss.backward()
+        values.append(float(loss.detach()))
+        grads.append(model.generator.head.weight.grad.clone())
+    assert values[0] == pytest.approx(values[1], abs=1e-6)
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_a_checkpoint_from_before_the_prior_and_the_confidence_mlp_still_loads():
+    old = build_seeded(SUDOKU4)
+    state = {k: v for k, v in old.state_dict().items() if not k.startswith("feature_mlp.") and k != "uses_prior"}
+    fresh = build_seeded(SUDOKU4, tokenizer=_Raster(), seed=1)
+    fresh.load_state_dict(state)
+    assert not bool(fresh.uses_prior) and fresh.order_prior is None  # q was trained without a prior
+    batch = collate(sudoku4_items(2))
+    fresh.eval(), old.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh.posterior_scores(batch), old.posterior_scores(batch))
+
+
+def test_a_model_trained_with_a_prior_refuses_to_score_without_it():
+    trained = build_seeded(SUDOKU4, tokenizer=_Raster())
+    bare = build_seeded(SUDOKU4)
+    bare.load_state_dict(trained.state_dict())
+    with pytest.raises(ValueError, match="tokenizer="):
+        bare.posterior_scores(collate(sudoku4_items(1)))

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from seqify.nn import clean_structure
 from seqify.types import OrderBatch, TokenBatch
 
 from seqify_learned.plackett_luce import masked_entropy, plackett_luce_prefix_log_prob, repeat_items, rloo_surrogate
@@ -25,7 +26,26 @@ from seqify_learned.plackett_luce import masked_entropy, plackett_luce_prefix_lo
 if TYPE_CHECKING:
     from seqify_learned.model import LearnedOrderModel
 
-__all__ = ["one_step", "next_slot_terms", "exact_next_estimate", "elbo_estimate"]
+__all__ = ["confidence_features", "one_step", "next_slot_terms", "exact_next_estimate", "elbo_estimate"]
+
+
+def _kinds(batch: TokenBatch) -> torch.Tensor:
+    """``[B, L]`` the batch's kinds, cleaned of padding (what the policy's kind features read)."""
+    return clean_structure(batch)[1]
+
+
+def confidence_features(logp_BLV: torch.Tensor) -> torch.Tensor:
+    """``[B, L, 3]`` per slot: the most likely value's log-probability (floored at -20),
+    the margin (gap between the top two probabilities, as the ``margin`` orderer) and
+    the entropy (nats) of its value distribution (``-inf`` outside the slot's kind)."""
+    logp_BLV = logp_BLV.float()
+    top2_BL2 = logp_BLV.topk(min(2, logp_BLV.shape[-1]), dim=-1).values
+    top1_BL = top2_BL2[..., 0]
+    second_BL = top2_BL2[..., 1].exp() if top2_BL2.shape[-1] > 1 else torch.zeros_like(top1_BL)
+    finite_BLV = torch.isfinite(logp_BLV)
+    entropy_BL = -(logp_BLV.exp() * logp_BLV.masked_fill(~finite_BLV, 0.0)).sum(-1)
+    top1_BL = torch.nan_to_num(top1_BL, neginf=-20.0).clamp_min(-20.0)
+    return torch.stack([top1_BL, top1_BL.exp() - second_BL, entropy_BL], -1)
 
 
 def one_step(
@@ -45,7 +65,7 @@ def one_step(
     open_BL = batch.target & ~known_BL
     chosen_B = (slot_block_BL == step_B[:, None]).float().argmax(1)
     hidden_BLD, logp_BLV = model.generator.encode(batch, known_BL)
-    logits_BL = model.order_logits(hidden_BLD)
+    logits_BL = model.order_logits(hidden_BLD, logp_BLV, _kinds(batch))
     has_B = open_BL.any(1)
     safe_open_BL = open_BL | ~has_B[:, None]
     order_logp_BL = logits_BL.masked_fill(~safe_open_BL, float("-inf")).log_softmax(-1)
@@ -90,7 +110,7 @@ def next_slot_terms(
     has_B = open_BL.any(1)
     safe_BL = open_BL | ~has_B[:, None]
     hidden_BLD, logp_BLV = model.generator.encode(batch, known_BL)
-    logits_BL = model.order_logits(hidden_BLD)
+    logits_BL = model.order_logits(hidden_BLD, logp_BLV, _kinds(batch))
     p_BL = logits_BL.masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
     q_BL = scores_BL.float().masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
     v_BL = logp_BLV.gather(2, model.true_ids(batch)[..., None]).squeeze(2).float()
@@ -99,6 +119,15 @@ def next_slot_terms(
         return torch.where(open_BL, x_BL, torch.zeros_like(x_BL))
 
     q_prob_BL = on_open(q_BL.exp())
+    o = model.options
+    extra: dict[str, torch.Tensor] = {}
+    if o.value_spread > 0:  # every open slot's value, weighted by a tempered q
+        w_BL = on_open((scores_BL.float() / o.value_spread_temperature).masked_fill(~safe_BL, float("-inf")).softmax(-1))
+        extra["value_spread"] = (w_BL * on_open(v_BL)).sum(1)
+    if o.margin_teacher > 0:  # KL(teacher || p) toward the model's own margin order
+        margin_BL = confidence_features(logp_BLV.detach())[..., 1]
+        t_BL = (margin_BL / o.margin_teacher_temperature).masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
+        extra["teacher_kl"] = (on_open(t_BL.exp()) * (on_open(t_BL) - on_open(p_BL))).sum(1)
     p_BL, q_BL, v_BL = on_open(p_BL), on_open(q_BL), on_open(v_BL)
     n_open_B = open_BL.sum(1).clamp_min(1)
     mean_B = (logits_BL * open_BL).sum(1) / n_open_B
@@ -115,6 +144,7 @@ def next_slot_terms(
         "kl": (q_prob_BL * (q_BL - p_BL)).sum(1),
         "logit_std": var_B.sqrt(),
         "has_B": has_B,
+        **extra,
     }
 
 
@@ -171,6 +201,13 @@ def exact_next_estimate(
         if model.options.entropy_bonus > 0:
             ent = ((terms["q_entropy"] + terms["p_entropy"]) * w_R).sum()
             loss = loss - model.options.entropy_bonus * (ent - ent.detach())
+    if torch.is_grad_enabled():  # the terms outside the bound add gradient, not value
+        if "value_spread" in terms:
+            spread = (terms["value_spread"] * w_R).sum()
+            loss = loss - model.options.value_spread * (spread - spread.detach())
+        if "teacher_kl" in terms:
+            kl = (terms["teacher_kl"] * w_R).sum()
+            loss = loss + model.options.margin_teacher * (kl - kl.detach())
 
     def mean(x_R: torch.Tensor) -> torch.Tensor:
         return (x_R.detach().float() * w_R).sum()
@@ -187,7 +224,10 @@ def exact_next_estimate(
         "order_cost": mean(n_R * terms["kl"]),
         "value_nll": mean(-n_R * terms["value"]),
         "uniform_value_nll": mean(-n_R * terms["value_uniform"]),
+        "prior_weight": torch.full((), model.prior_weight() if model.prior_active else 0.0, device=device),
     }
+    if "teacher_kl" in terms:
+        out["teacher_kl"] = mean(terms["teacher_kl"])
     with torch.no_grad():  # q's first pick: its Plackett-Luce distribution over all predicted slots
         first_BL = scores_RL[::k].float().masked_fill(~batch.target, float("-inf")).softmax(-1).nan_to_num(0.0)
         has_B = (n_B > 0).float()

@@ -35,6 +35,7 @@ public names of those modules are importable from here too.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,6 +46,7 @@ from seqify.nn import check_batch, check_temperature, clean_structure, evaluatin
 from seqify.types import OrderBatch, Scores, TokenBatch, TokenizerSpec
 
 from seqify_learned import estimators
+from seqify_learned.estimators import confidence_features
 from seqify_learned.options import LearnedOptions
 from seqify_learned.plackett_luce import (
     NEG,
@@ -68,10 +70,14 @@ __all__ = [
     "masked_entropy",
     "repeat_items",
     "slot_graph",
+    "confidence_features",
 ]
 
+#: the confidence features of a slot's value distribution (:func:`confidence_features`)
+_N_CONFIDENCE = 3
+
 #: the training statistics the estimators report, by series name (see ``loss_with_stats``)
-_STAT_PARTS = ("order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll")
+_STAT_PARTS = ("order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll", "prior_weight", "teacher_kl")
 
 
 class LearnedOrderModel(nn.Module):
@@ -89,9 +95,17 @@ class LearnedOrderModel(nn.Module):
             for the warm start (``MaskedTransformer``).
         spec: the tokenizer's spec.
         options: a :class:`~seqify_learned.options.LearnedOptions` (None: defaults).
+        order_prior: the tokenizer's :meth:`~seqify.protocols.Tokenizer.order_prior`
+            (priorities, lower first), added to q's scores as ``-rank / prior_temperature``
+            (times the annealed weight); None: q starts uniform. Not saved with the
+            weights: a model trained with it records so (``uses_prior``) and refuses to
+            score without it.
     """
 
-    def __init__(self, generator: nn.Module, spec: TokenizerSpec, options: LearnedOptions | None = None):
+    def __init__(
+        self, generator: nn.Module, spec: TokenizerSpec, options: LearnedOptions | None = None, *,
+        order_prior: Callable[[TokenBatch], torch.Tensor | None] | None = None,
+    ):
         super().__init__()
         d_model = getattr(generator, "hidden_size", None)
         if not callable(getattr(generator, "encode", None)) or not isinstance(d_model, int):
@@ -106,14 +120,29 @@ class LearnedOrderModel(nn.Module):
         self.spec = spec
         self.generator = generator
         self.order_head = nn.Linear(d_model, 1)
-        nn.init.zeros_(self.order_head.weight)  # the policy starts uniform (a random order)
+        nn.init.zeros_(self.order_head.weight)  # p starts uniform; a seeded q gives it a gradient at once
         nn.init.zeros_(self.order_head.bias)
+        self.order_prior = order_prior
+        self.prior_active = False  # whether q's last scores had a prior (a statistic)
+        self.register_buffer("uses_prior", torch.tensor(order_prior is not None))
         posterior_cls = PosteriorGraph if self.options.backbone == "graph" else PosteriorTransformer
         self.posterior = posterior_cls(
             spec, d_model=self.options.policy_d_model, n_layers=self.options.policy_layers,
             n_heads=self.options.policy_heads,
         )
         self.register_buffer("offsets_K", torch.tensor(spec.vocab_offsets, dtype=torch.long), persistent=False)
+        # built after q, so that q's initial weights are drawn as before these existed
+        self.n_kinds = len(spec.kinds)
+        self.feature_mlp: nn.Module | None = None
+        if self.options.policy_features:  # confidence features a linear head cannot compute (margin, entropy)
+            self.feature_mlp = nn.Sequential(
+                nn.Linear(_N_CONFIDENCE + self.n_kinds, 32), nn.GELU(), nn.Linear(32, 1)
+            )
+            nn.init.zeros_(self.feature_mlp[2].weight)  # a zero residual: p still starts from the head alone
+            nn.init.zeros_(self.feature_mlp[2].bias)
+        self.margin_scale: nn.Parameter | None = None
+        if self.options.margin_init > 0:  # p = margin_init x margin at step 0 (plays like margin inference)
+            self.margin_scale = nn.Parameter(torch.tensor(float(self.options.margin_init)))
         self.progress = 0.0
 
     def __repr__(self) -> str:
@@ -129,8 +158,29 @@ class LearnedOrderModel(nn.Module):
         )
 
     def order_parameters(self) -> list[nn.Parameter]:
-        """The order policy's head and the posterior q (not the generator)."""
-        return list(self.order_head.parameters()) + list(self.posterior.parameters())
+        """The order policy's head (and its confidence MLP and margin scale) and the
+        posterior q (not the generator)."""
+        params = list(self.order_head.parameters())
+        if self.feature_mlp is not None:
+            params += list(self.feature_mlp.parameters())
+        if self.margin_scale is not None:
+            params.append(self.margin_scale)
+        return params + list(self.posterior.parameters())
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """As :meth:`torch.nn.Module.load_state_dict`, and a checkpoint written before the
+        confidence MLP and the prior existed still loads: its missing MLP keeps its zero
+        output layer (p then is exactly the old head), and a missing ``uses_prior``
+        means q was trained without a prior."""
+        state = dict(state_dict)
+        if "uses_prior" not in state:
+            state["uses_prior"] = torch.tensor(False)
+            self.order_prior = None
+        own = self.state_dict()
+        for name in own:
+            if name.startswith("feature_mlp.") and name not in state:
+                state[name] = own[name]
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: the generator at ``lr`` with ``weight_decay``; the
@@ -169,13 +219,78 @@ class LearnedOrderModel(nn.Module):
         c = self.options.score_clip
         return c * torch.tanh(raw.float() / c)
 
-    def order_logits(self, hidden_BLD: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` order logits of the policy p, bounded to ``+-score_clip`` (tanh)."""
-        return self._clip(self.order_head(hidden_BLD).squeeze(-1))
+    def order_logits(
+        self, hidden_BLD: torch.Tensor, logp_BLV: torch.Tensor | None = None, kinds_BL: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``[B, L]`` order logits of the policy p.
+
+        The linear head on the hidden states plus, with ``policy_features``, a small MLP
+        over each slot's confidence (:func:`confidence_features` of ``logp_BLV``,
+        detached) and kind, bounded together to ``+-score_clip`` (tanh); plus
+        ``margin_scale x margin`` when ``margin_init`` is set (unbounded, so a sharp
+        margin policy stays sharp).
+
+        Args:
+            hidden_BLD: the backbone's hidden states.
+            logp_BLV: the generator's log-probabilities (needed with policy_features / margin_init).
+            kinds_BL: the slots' kinds (needed with policy_features).
+        """
+        raw_BL = self.order_head(hidden_BLD).squeeze(-1).float()
+        needs = self.feature_mlp is not None or self.margin_scale is not None
+        if needs and logp_BLV is None:
+            raise ValueError("order_logits: this policy reads the slots' confidence; pass logp_BLV")
+        conf_BLC = confidence_features(logp_BLV.detach()) if needs else None
+        if self.feature_mlp is not None:
+            if kinds_BL is None:
+                raise ValueError("order_logits: this policy reads the slots' kinds; pass kinds_BL")
+            kind_BLK = nn.functional.one_hot(kinds_BL.clamp(0, self.n_kinds - 1), self.n_kinds).float()
+            raw_BL = raw_BL + self.feature_mlp(torch.cat([conf_BLC, kind_BLK], -1)).squeeze(-1)
+        logits_BL = self._clip(raw_BL)
+        if self.margin_scale is not None:
+            logits_BL = logits_BL + self.margin_scale * conf_BLC[..., 1]
+        return logits_BL
+
+    def prior_weight(self, progress: float | None = None) -> float:
+        """The weight of the tokenizer's prior in q's scores at ``progress`` (default:
+        the current progress while training, the end of training otherwise): 1 until
+        ``prior_anneal_start``, then linear to ``prior_final`` at the end."""
+        if progress is None:
+            progress = self.progress if self.training else 1.0
+        o = self.options
+        if progress <= o.prior_anneal_start:
+            return 1.0
+        span = max(1.0 - o.prior_anneal_start, 1e-9)
+        return 1.0 + (o.prior_final - 1.0) * min(1.0, (progress - o.prior_anneal_start) / span)
+
+    def prior_scores(self, batch: TokenBatch) -> torch.Tensor | None:
+        """``[B, L]`` the prior's Plackett-Luce scores ``-rank / prior_temperature`` (rank
+        among the predicted slots by the tokenizer's priority, ties by slot index), or
+        None when q has no prior."""
+        if not bool(self.uses_prior):
+            return None
+        if self.order_prior is None:
+            raise ValueError(
+                "this learned-order model was trained with its tokenizer's order prior, which it was not given: "
+                "build it with LearnedOrder.wrap(generator, spec, tokenizer=...)"
+            )
+        priority_BL = self.order_prior(batch)
+        if priority_BL is None:
+            return None
+        priority_BL = priority_BL.to(batch.values.device).float().masked_fill(~batch.target, float("inf"))
+        rank_BL = priority_BL.argsort(dim=1, stable=True).argsort(dim=1).float()
+        return -rank_BL / self.options.prior_temperature
 
     def posterior_scores(self, batch: TokenBatch) -> torch.Tensor:
-        """``[B, L]`` q's Plackett-Luce scores (bounded; ``NEG`` outside the predicted slots)."""
-        return self._clip(self.posterior(batch)).masked_fill(~batch.target, NEG)
+        """``[B, L]`` q's Plackett-Luce scores: the learned residual (bounded), plus the
+        annealed prior's scores when there is one; ``NEG`` outside the predicted slots."""
+        scores_BL = self._clip(self.posterior(batch))
+        prior_BL = self.prior_scores(batch)
+        self.prior_active = prior_BL is not None
+        if prior_BL is not None:
+            weight = self.prior_weight()
+            if weight > 0:
+                scores_BL = scores_BL + weight * prior_BL
+        return scores_BL.masked_fill(~batch.target, NEG)
 
     def posterior_orders(self, batch: TokenBatch, k: int, *, rng: torch.Generator | None = None):
         """``k`` orders per item from q.
@@ -260,14 +375,30 @@ class LearnedOrderModel(nn.Module):
             with torch.no_grad():
                 return loss, self._stats(self.exact_next_estimate(_head(batch, 16), k=2), phase=0)
         if self.options.estimator == "exact-next":
+            if self.options.orders_share_batch and self.training:
+                batch = _head(batch, max(1, -(-batch.batch_size // k)))
             parts = self.exact_next_estimate(batch, k=k, rloo=True)
-            return parts["loss"], (self._stats(parts, phase=1) if self.training else {})
+            if not self.training:
+                return parts["loss"], {}
+            self.last_stats = self._stats(parts, phase=1)
+            return parts["loss"], self.last_stats
         parts = self.elbo_estimate(batch, k=k, rloo=True, steps=self.options.steps_per_order)
         if not self.training:
             return parts["loss"], {}
         with torch.no_grad():  # the same diagnostics as exact-next, on a few items
             diag = self.exact_next_estimate(_head(batch, 16), k=2)
         return parts["loss"], self._stats({**diag, "elbo_slot": parts["elbo_slot"]}, phase=1)
+
+    def progress_note(self) -> str:
+        """Whether the policy is learning, from the last training step's statistics (a
+        one-step estimate, for the progress line): order NLL against a uniform order's
+        (nats per item), q's entropy deficit (nats per slot) and the spread of p's logits."""
+        stats = getattr(self, "last_stats", None)
+        if not stats or "order_nll" not in stats:
+            return "policy: no statistics yet"
+        get = {name: float(v) for name, v in stats.items()}
+        return (f"policy: order NLL {get['order_nll']:.1f} vs uniform {get['uniform_order_nll']:.1f} nats, "
+                f"q entropy deficit {get['q_entropy_deficit']:.3f} nats/slot, p logit spread {get['order_logit_std']:.3f}")
 
     def _annealed(self, weight: float) -> float:
         o = self.options
@@ -342,13 +473,15 @@ class LearnedOrderModel(nn.Module):
         correct_BL = torch.zeros(B, L, dtype=torch.bool, device=device)
         slot_block_BL = order.slot_block()
         gid_BL = self.true_ids(batch)
+        _, kinds_BL, _ = clean_structure(batch)
         with evaluating(self):
             known_BL = batch.given.clone()
             for t in range(int(batch.target.sum(1).max())):
                 hidden_BLD, logp_BLV = self.generator.encode(batch, known_BL)
                 open_BL = batch.target & ~known_BL
                 safe_BL = open_BL | ~open_BL.any(1, keepdim=True)
-                olp_BL = self.order_logits(hidden_BLD).masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
+                logits_BL = self.order_logits(hidden_BLD, logp_BLV, kinds_BL)
+                olp_BL = logits_BL.masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
                 chosen_BL = slot_block_BL == t
                 true_BL = logp_BLV.gather(2, gid_BL[..., None]).squeeze(2).float()
                 value_BL = torch.where(chosen_BL, true_BL, value_BL)
@@ -458,7 +591,7 @@ class LearnedOrderModel(nn.Module):
         with evaluating(self):
             for step in range(int(open_BL.sum(1).max())):
                 hidden_BLD, logp_BLV = self.generator.encode(template.with_values(values_BL), known_BL)
-                logits_BL = self.order_logits(hidden_BLD)
+                logits_BL = self.order_logits(hidden_BLD, logp_BLV, kinds_BL)
                 active_B = open_BL.any(1)
                 entropies.append(masked_entropy(logits_BL, open_BL)[active_B].mean())
                 masked_BL = logits_BL.masked_fill(~open_BL, float("-inf"))

@@ -25,6 +25,12 @@ class LearnedOptions(BaseModel):
         2, ge=2,
         description="orders (exact-next: prefixes) drawn from q per training item (K of the leave-one-out RLOO baseline)",
     )
+    orders_share_batch: bool = Field(
+        False,
+        description="exact-next: the K prefixes of an item take K of the batch's rows, so a step trains on "
+        "batch_size / K items and costs one backbone pass over batch_size rows, as random-order training does "
+        "(False: every item of the batch gets K rows, K times the rows per pass)",
+    )
     steps_per_order: int = Field(
         1, ge=1,
         description="one-step estimator only: backbone passes per order and training step, stratified "
@@ -68,6 +74,51 @@ class LearnedOptions(BaseModel):
     score_clip: float = Field(
         10.0, gt=0.0, description="order logits and q scores are bounded to +-score_clip by a scaled tanh (against score explosion)"
     )
+    prior: Literal["tokenizer", "none"] = Field(
+        "tokenizer",
+        description="structural start of q: 'tokenizer' adds the tokenizer's order_prior (e.g. breadth-first over a "
+        "graph, atoms each followed by their bonds) as Plackett-Luce scores -rank / prior_temperature, so q is a "
+        "family of orders near it from step 0 and the generator specializes to them; 'none' (or a tokenizer whose "
+        "order_prior is None): q and p start exactly uniform, where the policy's gradient is zero",
+    )
+    prior_temperature: float = Field(
+        1.0, gt=0.0,
+        description="temperature of the prior's scores (-rank / T): 1 keeps orders near the prior with local swaps "
+        "(about 1 nat per step), larger spreads the family",
+    )
+    prior_final: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="weight of the prior at the end of training, reached linearly from 1 at prior_anneal_start (1: "
+        "no anneal; 0: q ends on its learned scores alone)",
+    )
+    prior_anneal_start: float = Field(0.0, ge=0.0, le=1.0, description="fraction of training at which the prior's weight starts to fall")
+    value_spread: float = Field(
+        0.0, ge=0.0,
+        description="weight of an extra value loss over every open slot at the drawn step, weighted by q's next-slot "
+        "distribution tempered by value_spread_temperature (part of no bound): keeps every slot's values learning "
+        "when q is sharp (the exact-next term then trains about one slot per pass); 0: off",
+    )
+    value_spread_temperature: float = Field(
+        4.0, ge=1.0, description="temperature applied to q's scores for the value_spread weights (large: uniform over the open slots)"
+    )
+    policy_features: bool = Field(
+        True,
+        description="p's order logits add a small MLP (zero-initialized output) over each open slot's confidence "
+        "(max log-probability, margin, entropy of its value distribution, detached) and kind, beside the linear "
+        "head on hidden states (which cannot compute a margin)",
+    )
+    margin_init: float = Field(
+        0.0, ge=0.0,
+        description="p's order logits start as margin_init x the slot's margin (top-two probability gap; a trainable "
+        "scale): large values make p play like margin inference from step 0 (Sudoku); 0: off",
+    )
+    margin_teacher: float = Field(
+        0.0, ge=0.0,
+        description="weight of a distillation term KL(teacher || p) toward the model's own margin order (softmax of "
+        "margin / margin_teacher_temperature over the open slots, detached), an adaptive teacher q cannot be; "
+        "part of no bound; 0: off",
+    )
+    margin_teacher_temperature: float = Field(0.02, gt=0.0, description="temperature of the margin teacher's softmax")
     eval_orders: int = Field(
         8, ge=1, description="orders drawn from q per test item for the bound and the importance-weighted estimate"
     )

@@ -93,9 +93,19 @@ class LearnedOrder(BaseTrainableOrderer):
         priority_BL = torch.rand(batch.values.shape, generator=rng).to(batch.values.device)
         return OrderBatch.from_priorities(batch, priority_BL)
 
-    def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec) -> LearnedOrderModel:
-        """The generator with this order policy and posterior (what the runner trains)."""
-        return LearnedOrderModel(generator, spec, self.options)
+    def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec, tokenizer: Any = None) -> LearnedOrderModel:
+        """The generator with this order policy and posterior (what the runner trains).
+
+        Args:
+            generator: the generator (``caps.hidden_states``).
+            spec: the tokenizer's spec.
+            tokenizer: the cell's tokenizer; its ``order_prior`` seeds q when
+                ``prior="tokenizer"`` (None, or a tokenizer without the member: no prior).
+        """
+        order_prior = None
+        if self.options.prior == "tokenizer" and tokenizer is not None:
+            order_prior = getattr(tokenizer, "order_prior", None)
+        return LearnedOrderModel(generator, spec, self.options, order_prior=order_prior)
 
     @torch.no_grad()
     def modelability(

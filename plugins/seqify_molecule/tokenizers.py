@@ -267,6 +267,16 @@ class GraphTokenizer(BaseTokenizer):
         L = kinds_L.shape[0]
         return TokenSet(torch.zeros(L, dtype=torch.long), kinds_L.clone(), coords_L2.clone(), torch.zeros(L, dtype=torch.bool))
 
+    def order_prior(self, batch: Any) -> torch.Tensor:
+        """Breadth-first over the atoms, each atom followed at once by its bonds to the
+        atoms placed before it: (0,0), (1,1), (0,1), (2,2), (0,2), (1,2), ... (the
+        ``bfs`` orderer's order; atoms are numbered breadth-first over the canonical
+        ranking). Read from the (i, j) coordinates alone."""
+        i_BL, j_BL = batch.coords[..., 0].long(), batch.coords[..., 1].long()
+        lo_BL, hi_BL = torch.minimum(i_BL, j_BL), torch.maximum(i_BL, j_BL)
+        start_BL = hi_BL + hi_BL * (hi_BL - 1) // 2
+        return (start_BL + torch.where(i_BL == j_BL, 0, 1 + lo_BL)).float()
+
     def encode(self, item: str) -> TokenSet:
         """A canonical SMILES to slots. Raises ValueError naming the problem."""
         atoms, bonds = mol_to_graph(item, self.vocab)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -61,6 +61,12 @@ class CellTokenizer(BaseTokenizer):
     def spec(self) -> TokenizerSpec:
         """9 digit values, coordinates (row, col, box), 81 slots."""
         return self._spec
+
+    def order_prior(self, batch: Any) -> None:
+        """No structural prior: a good Sudoku order depends on the values (which cells
+        the clues settle), so a learned order starts from the model's own confidence
+        (``learned``'s ``margin_init``) instead of a fixed layout order."""
+        return None
 
     def encode(self, item: SudokuItem) -> TokenSet:
         """A :class:`SudokuItem` (or any object with ``puzzle`` and ``solution``) to 81 slots.

@@ -87,9 +87,17 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         rep.stage("training", cfg.train.steps)
         t = time.perf_counter()
         resumable = Checkpointing(out / TRAIN_STATE, cfg.train.checkpoint_every, sig, log=rep.log, resume=req.resume)
+        note = getattr(model, "progress_note", None)  # e.g. a learned order's policy statistics
+        every, shown = max(1, cfg.train.steps // 50), [""]
+
+        def on_step(step: int, loss: float) -> None:
+            if note is not None and step % every == 0:  # read back now and then, not every step
+                shown[0] = f"; {note()}"
+            rep.advance(1, f"loss {loss:.3f}{shown[0]}")
+
         log = train(
             model, data.train, data.val, cell.train_orderer, cfg.train, device=device, seed=req.seed,
-            on_step=lambda step, loss: rep.advance(1, f"loss {loss:.3f}"),
+            on_step=on_step,
             checkpoint=resumable if cfg.train.checkpoint_every else None,
             probe=completion_probe(cell, data, n=cfg.train.probe_items, device=device, seed=req.seed, log=rep.log),
         )

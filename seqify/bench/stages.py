@@ -19,11 +19,13 @@ from seqify.compat import call_supported
 
 def build_model(cell: Cell, spec, seed: int):
     """The generator (its weights drawn from the ``init`` stream of ``seed``), wrapped by
-    the orderer (the identity, except for a trainable orderer, which adds its policy)."""
+    the orderer (the identity, except for a trainable orderer, which adds its policy;
+    it is given the cell's tokenizer when its ``wrap`` takes ``tokenizer=``)."""
     from seqify import seeding
 
     seeding.seed_global(seed, "init")
-    return cell.orderer.wrap(cell.generator_cls(spec, cell.generator_config), spec)
+    generator = cell.generator_cls(spec, cell.generator_config)
+    return call_supported(cell.orderer.wrap, generator, spec, tokenizer=cell.tokenizer)
 
 
 def generate_and_measure(

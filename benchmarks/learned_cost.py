@@ -1,0 +1,88 @@
+"""The learned order's cost per training step against random-order training, in one process.
+
+Both arms train the quick budget's masked generator of a modality (QM9 by default)
+through :func:`seqify.training.train` on the same data and seed: the reference arm on
+uniformly random orders (``--orderer random``, what ``seqify bench --orderer random
+--generator masked`` trains), the other arm with the ``learned`` orderer and the
+``--set KEY=VALUE`` options given. Each arm runs ``--repeats`` times, alternating, after
+a warm-up; the best time of each counts. It prints seconds per step of each arm and the
+ratio ``learned / random`` as ``N.NNx`` (the issue-18 target is at most 1.5x), which is
+what equal wall-clock comparisons use to give the random arm its steps. Take it on an
+idle machine (or with one thread, beside nothing heavier).
+
+    python benchmarks/learned_cost.py --steps 40 --repeats 3 --seed 0
+    python benchmarks/learned_cost.py --set orders_share_batch=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from seqify.bench import BenchRequest, Reporter, build_model, prepare_data, resolve_cell
+from seqify.config import TrainConfig
+from seqify.training import train
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modality", default="molecule")
+    parser.add_argument("--dataset", default="qm9")
+    parser.add_argument("--steps", type=int, default=40, help="training steps per timed run")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each arm (best counts)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], help="learned orderer option KEY=VALUE")
+    args = parser.parse_args()
+    device = torch.device("cpu")
+    options = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+
+    arms = {}
+    for name, orderer, extra in (("random", "random", {}), ("learned", "learned", {"orderer": options})):
+        req = BenchRequest(modality=args.modality, dataset=args.dataset, orderer=orderer, generator="masked",
+                           out=Path("runs/learned_cost"), budget="quick", seed=args.seed, device="cpu",
+                           overrides={"train": {"eval_every": 0, "probe_items": 0}, **extra})
+        cell = resolve_cell(req)
+        data = prepare_data(cell, req, Reporter(), {})
+        arms[name] = (cell, data)
+
+    def run(name: str, steps: int) -> float:
+        cell, data = arms[name]
+        cfg = TrainConfig(**{**cell.config.train.model_dump(), "steps": steps})
+        model = build_model(cell, data.spec, args.seed)
+        t0 = time.perf_counter()
+        train(model, data.train, None, cell.train_orderer, cfg, device=device, seed=args.seed)
+        return time.perf_counter() - t0
+
+    for name in arms:  # warm-up: kernels, allocator
+        run(name, 3)
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    for _ in range(args.repeats):
+        for name in arms:
+            times[name].append(run(name, args.steps))
+    per_step = {name: min(v) / args.steps for name, v in times.items()}
+    cell = arms["random"][0]
+    print(f"{args.modality}/{args.dataset} quick masked generator, batch {cell.config.train.batch_size}, "
+          f"{args.steps} steps x {args.repeats}, threads {torch.get_num_threads()}; learned options {options or '(defaults)'}")
+    for name in arms:
+        print(f"{name}: {per_step[name]:.4f} s/step (runs: " + ", ".join(f"{t:.2f}" for t in times[name]) + " s)")
+    ratio = per_step["learned"] / per_step["random"]
+    print(f"learned / random time per step: {ratio:.2f}x")
+    if not math.isfinite(ratio):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
