@@ -128,6 +128,8 @@ def next_slot_terms(
         margin_BL = confidence_features(logp_BLV.detach())[..., 1]
         t_BL = (margin_BL / o.margin_teacher_temperature).masked_fill(~safe_BL, float("-inf")).log_softmax(-1)
         extra["teacher_kl"] = (on_open(t_BL.exp()) * (on_open(t_BL) - on_open(p_BL))).sum(1)
+    if not o.p_from_elbo:  # the bound trains q toward p, not p toward q (p learns from its teacher)
+        p_BL = p_BL.detach()
     p_BL, q_BL, v_BL = on_open(p_BL), on_open(q_BL), on_open(v_BL)
     n_open_B = open_BL.sum(1).clamp_min(1)
     mean_B = (logits_BL * open_BL).sum(1) / n_open_B

@@ -118,6 +118,12 @@ class LearnedOptions(BaseModel):
         "margin / margin_teacher_temperature over the open slots, detached), an adaptive teacher q cannot be; "
         "part of no bound; 0: off",
     )
+    p_from_elbo: bool = Field(
+        True,
+        description="the ELBO's order term trains p toward q (LO-ARM). False: p's logits are detached there, so "
+        "the bound trains q toward p (and the values) but p learns only from margin_teacher: an adaptive policy "
+        "that a non-adaptive q would otherwise pull back to q's own orders (Sudoku)",
+    )
     margin_teacher_temperature: float = Field(0.02, gt=0.0, description="temperature of the margin teacher's softmax")
     eval_orders: int = Field(
         8, ge=1, description="orders drawn from q per test item for the bound and the importance-weighted estimate"
