@@ -269,6 +269,12 @@ class Orderer(Protocol):
         "files" entry maps names to files it wrote into ``out`` (pictures). Default: {}."""
         ...
 
+    def generator_preference(self, caps: GeneratorCaps) -> int:
+        """How much this orderer prefers a generator with ``caps`` when a cell names none
+        (higher first; among the generators it accepts, before their
+        ``default_priority``). Default: 0 for every generator."""
+        ...
+
 
 @runtime_checkable
 class StaticOrderer(Orderer, Protocol):
@@ -378,6 +384,10 @@ class _OrdererDefaults:
     ) -> dict[str, Any]:
         """No diagnostics."""
         return {}
+
+    def generator_preference(self, caps: GeneratorCaps) -> int:
+        """No preference: the default generator is the accepted one with the highest ``default_priority``."""
+        return 0
 
 
 class BaseOrderer(_OrdererDefaults):

@@ -141,8 +141,23 @@ def test_the_default_generator_is_chosen_by_capability(registry):
 def test_a_trainable_orderer_checks_its_generator_capability_before_any_data_loads(registry):
     cell = resolve_cell(BenchRequest(modality="sudoku", orderer="learned", generator="causal", out="x", budget="smoke"),
                         registry)
-    reason = check_applicable(cell)
+    assert check_applicable(cell) is None  # the learned order runs on the causal generator's block layout
+    cell = resolve_cell(BenchRequest(modality="sudoku", orderer="learned", generator="causal", out="x", budget="smoke",
+                                     overrides={"orderer": {"margin_init": 5.0}}), registry)
+    reason = check_applicable(cell)  # ... but not with a setting that reads every open slot's predictions
+    assert reason is not None and "margin_init" in reason and "masked" in reason
+    no_states = protocols.GeneratorCaps(any_order=True, blocks=False, hidden_states=False)
+    reason = registry.get("orderer", "learned")().check(cell.tokenizer.spec, no_states)
     assert reason is not None and "hidden_states" in reason
+
+
+def test_an_orderer_may_prefer_a_generator_among_those_it_accepts(registry):
+    class Prefers(registry.get("orderer", "raster")):
+        def generator_preference(self, caps):
+            return 1 if caps.adaptive else 0
+
+    assert default_generator(registry, registry.get("orderer", "raster")()) == "causal"
+    assert default_generator(registry, Prefers()) == "masked"  # preferred over causal's higher default_priority
 
 
 def test_the_training_orderer_is_built_with_its_settings(registry):

@@ -217,6 +217,25 @@ class CausalTransformer(nn.Module):
 
         The sequence is BOS, the L value tokens in order, the L query tokens in order.
         """
+        return self.block_states(gid_BL, source_BLD, target_BLD, order)[:, 1 + order.perm.shape[1] :]
+
+    def block_states(self, gid_BL, source_BLD, target_BLD, order: OrderBatch) -> torch.Tensor:
+        """Block layout, all at once: every hidden state ``[B, 1 + 2L, D]``.
+
+        Index 0 is BOS, ``1 + t`` the value token of order position ``t`` and ``1 + L + t``
+        its query token. The value token of position ``t`` has seen BOS, the given slots'
+        value tokens and those of earlier blocks and of its own block up to itself;
+        the query token of ``t`` has seen what its block may (the given slots and the
+        earlier blocks). With blocks of one, the state at index ``t`` (BOS, or the value
+        token of position ``t - 1``) has seen the values of the slots before position
+        ``t`` but not which slot comes next: a *prefix state* (what the learned order's
+        policy on this generator reads).
+
+        Args:
+            gid_BL: global ids of the slots' values.
+            source_BLD, target_BLD: the slots' source and target structure embeddings (:meth:`_prepare`).
+            order: orders for the batch (blocks of any size).
+        """
         perm_BL, block_BL = order.perm, order.block
         B, L = perm_BL.shape
         pos_BL = torch.arange(L, device=perm_BL.device).expand(B, L)
@@ -229,8 +248,7 @@ class CausalTransformer(nn.Module):
         q_level, q_pos, k_level, k_pos = (torch.cat([bos[i], value[i], query[i]], dim=1) for i in range(4))
         mask = block_causal_mask(q_level, k_level, q_pos_BT=q_pos, k_pos_BS=k_pos)
         T = 1 + 2 * L
-        h_BTD = self.stack(x_BTD, attn_mask=mask | _self_mask(T, T, L, mask.device))
-        return h_BTD[:, 1 + L :]
+        return self.stack(x_BTD, attn_mask=mask | _self_mask(T, T, L, mask.device))
 
     def _hidden(self, gid_BL, source_BLD, target_BLD, order: OrderBatch, T: int) -> torch.Tensor:
         """``[B, T, D]`` hidden state that predicts slot ``order.perm[:, t]`` at order position ``t``."""

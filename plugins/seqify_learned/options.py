@@ -19,7 +19,8 @@ class LearnedOptions(BaseModel):
         description="training estimator of the ELBO. exact-next (LO-ARM's Algorithm 1): at one uniformly drawn "
         "step, the exact q-weighted sum over every open next slot from one backbone pass, RLOO only on the "
         "prefix's log q; one-step (the issue-4 estimator): one sampled next slot per order, scaled by the number "
-        "of slots, RLOO on the whole order's log q",
+        "of slots, RLOO on the whole order's log q. The masked generator's choice: on the causal generator the learned "
+        "order always trains on whole orders, each scored exactly in one pass, RLOO on the whole order's log q",
     )
     orders_per_item: int = Field(
         2, ge=2,
@@ -105,7 +106,7 @@ class LearnedOptions(BaseModel):
         True,
         description="p's order logits add a small MLP (zero-initialized output) over each open slot's confidence "
         "(max log-probability, margin, entropy of its value distribution, detached) and kind, beside the linear "
-        "head on hidden states (which cannot compute a margin)",
+        "head on hidden states (which cannot compute a margin); masked generator only (unused on the causal one)",
     )
     margin_init: float = Field(
         0.0, ge=0.0,

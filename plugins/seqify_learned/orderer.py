@@ -2,9 +2,12 @@
 
 It is a trainable orderer (:class:`~seqify.protocols.TrainableOrderer`): the runner
 wraps the generator with :meth:`LearnedOrder.wrap` and trains, scores, samples and
-checkpoints the wrapper (:class:`~seqify_learned.model.LearnedOrderModel`), and this
-orderer's ``modelability`` and ``diagnostics`` replace the default measurement and add
-order diagnostics. It needs a generator with ``caps.hidden_states``.
+checkpoints the wrapper, and this orderer's ``modelability`` and ``diagnostics`` replace
+the default measurement and add order diagnostics. It needs a generator with
+``caps.hidden_states`` (the masked generator: :class:`~seqify_learned.model.LearnedOrderModel`,
+LO-ARM's exact-next estimator) or the causal generator's block layout
+(:class:`~seqify_learned.causal_model.CausalLearnedOrderModel`, a whole-order reward).
+When a cell names no generator, it runs on one with hidden states.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pydantic import BaseModel
 from seqify.protocols import BaseTrainableOrderer, GeneratorCaps
 from seqify.types import OrderBatch, TokenBatch, TokenizerSpec
 
+from seqify_learned.base import LearnedOrderBase
+from seqify_learned.causal_model import CausalLearnedOrderModel, causal_option_conflicts, has_block_layout
 from seqify_learned.diagnostics import OrderProfile, plot_order_profile, plot_policy_entropy
 from seqify_learned.model import LearnedOrderModel
 from seqify_learned.options import LearnedOptions
@@ -32,10 +37,12 @@ _EVAL_ONLY = ("eval_orders", "greedy_order", "diagnostic_items")
 
 
 class LearnedOrder(BaseTrainableOrderer):
-    """Learned generation order (LO-ARM): an order policy on the masked generator's
-    backbone, trained jointly with it through a variational bound with a Plackett-Luce
-    posterior q(z | x): LO-ARM's exact next-slot estimator with RLOO on the prefix
-    (or the issue-4 one-step estimator), optionally after a random-order warm start.
+    """Learned generation order (LO-ARM): an order policy on the generator's backbone,
+    trained jointly with it through a variational bound with a Plackett-Luce posterior
+    q(z | x). On the masked generator: LO-ARM's exact next-slot estimator with RLOO on
+    the prefix (or the issue-4 one-step estimator); on the causal generator: K whole
+    orders per item, each scored exactly in one pass, RLOO on the whole order. Either
+    optionally after a random-order warm start.
 
     Args:
         **options: fields of :class:`~seqify_learned.options.LearnedOptions`
@@ -72,11 +79,16 @@ class LearnedOrder(BaseTrainableOrderer):
                 "orderer 'learned' chooses among all slots, but this tokenizer is variable-length: "
                 "the number of slots is not known before generation"
             )
-        if not caps.hidden_states:
+        if not caps.hidden_states and not (caps.any_order and caps.blocks and not caps.adaptive):
             return (
-                "orderer 'learned' reads its order policy off the generator's hidden states for every slot at "
-                "once: it needs a generator with caps.hidden_states (encode() and hidden_size; use 'masked')"
+                "orderer 'learned' reads its order policy off the generator's states: it needs a generator with "
+                "caps.hidden_states (encode() and hidden_size; 'masked') or a causal any-order generator with the "
+                "block layout (caps.any_order and caps.blocks; 'causal')"
             )
+        if not caps.hidden_states:
+            conflict = causal_option_conflicts(self.options)
+            if conflict is not None:
+                return f"orderer 'learned': {conflict}"
         if self.options.backbone == "graph":
             if tuple(spec.coord_names) != _GRAPH_COORDS:
                 return (
@@ -88,16 +100,23 @@ class LearnedOrder(BaseTrainableOrderer):
                 return "orderer 'learned' with backbone='graph' needs torch-geometric, which is not installed"
         return None
 
+    def generator_preference(self, caps: GeneratorCaps) -> int:
+        """1 for a generator with hidden states (the masked generator, the learned order's
+        default), 0 for others: when a cell names no generator, it runs on the masked one."""
+        return 1 if caps.hidden_states else 0
+
     def train_orders(self, batch: TokenBatch, *, progress: float, rng: torch.Generator) -> OrderBatch:
         """Uniformly random orders: the warm start trains the generator on them."""
         priority_BL = torch.rand(batch.values.shape, generator=rng).to(batch.values.device)
         return OrderBatch.from_priorities(batch, priority_BL)
 
-    def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec, tokenizer: Any = None) -> LearnedOrderModel:
-        """The generator with this order policy and posterior (what the runner trains).
+    def wrap(self, generator: torch.nn.Module, spec: TokenizerSpec, tokenizer: Any = None) -> LearnedOrderBase:
+        """The generator with this order policy and posterior (what the runner trains):
+        a :class:`LearnedOrderModel` for a generator with hidden states (``encode``), a
+        :class:`CausalLearnedOrderModel` for one with the causal block layout.
 
         Args:
-            generator: the generator (``caps.hidden_states``).
+            generator: the generator (``caps.hidden_states``, or the causal generator).
             spec: the tokenizer's spec.
             tokenizer: the cell's tokenizer; its ``order_prior`` seeds q when
                 ``prior="tokenizer"`` (None, or a tokenizer without the member: no prior).
@@ -105,20 +124,23 @@ class LearnedOrder(BaseTrainableOrderer):
         order_prior = None
         if self.options.prior == "tokenizer" and tokenizer is not None:
             order_prior = getattr(tokenizer, "order_prior", None)
+        if not callable(getattr(generator, "encode", None)) and has_block_layout(generator):
+            return CausalLearnedOrderModel(generator, spec, self.options, order_prior=order_prior)
         return LearnedOrderModel(generator, spec, self.options, order_prior=order_prior)
 
     @torch.no_grad()
     def modelability(
-        self, model: LearnedOrderModel, table: Any, *, n: int, batch_size: int, device: torch.device, seed: int,
+        self, model: LearnedOrderBase, table: Any, *, n: int, batch_size: int, device: torch.device, seed: int,
         orders_per_item: int = 1, on_batch: Any = None,
     ) -> dict[str, Any]:
         """Importance-weighted log-likelihood estimate and ELBO on the first ``n`` items.
 
-        Each item is scored along ``eval_orders`` orders from q, each exactly by
-        sequential unmasking; the items are repeated K times in one batch.
+        Each item is scored along ``eval_orders`` orders from q, each exactly (sequential
+        unmasking on the masked generator, one block-layout pass on the causal one); the
+        items are repeated K times in one batch.
 
         Args:
-            model: the trained :class:`LearnedOrderModel`.
+            model: the trained :class:`LearnedOrderModel` or :class:`CausalLearnedOrderModel`.
             table: the test split (a TokenTable).
             n: items to score.
             batch_size: rows per forward pass (items per pass = batch_size // K).
@@ -162,7 +184,7 @@ class LearnedOrder(BaseTrainableOrderer):
             "kind": "estimate",
             "note": (
                 f"importance-weighted estimate of -log p(x) = -log E_q[p(x, z) / q(z | x)] over generation orders z, "
-                f"with {K} orders per item from the posterior q, each log p(x, z) exact by sequential unmasking "
+                f"with {K} orders per item from the posterior q, each log p(x, z) exact by {model.scoring} "
                 "(values and order choices); an upper bound on the NLL in expectation, tighter than the bound. "
                 "bound_*: the ELBO E_q[log p(x, z) - log q(z | x)], a lower bound on log p(x), so its NLL is an upper "
                 "bound; bound = value_nats + order_nats - q_entropy_nats (per item)"
@@ -179,7 +201,7 @@ class LearnedOrder(BaseTrainableOrderer):
 
     @torch.no_grad()
     def diagnostics(
-        self, model: LearnedOrderModel, table: Any, *, out: Path, train_log: dict[str, Any] | None,
+        self, model: LearnedOrderBase, table: Any, *, out: Path, train_log: dict[str, Any] | None,
         device: torch.device, seed: int,
     ) -> dict[str, Any]:
         """Sample generation orders from the policy on test templates; plot and summarize.
@@ -189,7 +211,7 @@ class LearnedOrder(BaseTrainableOrderer):
         ``policy_entropy.png`` and ``order_profile.png`` into ``out``.
 
         Args:
-            model: the trained :class:`LearnedOrderModel`.
+            model: the trained :class:`LearnedOrderModel` or :class:`CausalLearnedOrderModel`.
             table: the test split (a TokenTable).
             out: folder for the pictures.
             train_log: the training log (series of the policy statistics).
@@ -224,9 +246,10 @@ class LearnedOrder(BaseTrainableOrderer):
         }
 
 
-def _require(model: Any) -> LearnedOrderModel:
-    if not isinstance(model, LearnedOrderModel):
+def _require(model: Any) -> LearnedOrderBase:
+    if not isinstance(model, LearnedOrderBase):
         raise TypeError(
-            f"orderer 'learned' needs the model its wrap() returned (a LearnedOrderModel), got {type(model).__name__}"
+            "orderer 'learned' needs the model its wrap() returned (a LearnedOrderModel or CausalLearnedOrderModel), "
+            f"got {type(model).__name__}"
         )
     return model

@@ -50,20 +50,23 @@ def _neutral_spec():
 def default_generator(registry: Registry, orderer: Any, spec: Any = None) -> str:
     """The generator a cell runs when none is named, chosen by capability: of the
     registered generators whose ``caps`` the orderer accepts (``orderer.check`` with the
-    tokenizer's spec when it is known before fitting), the one with the highest
+    tokenizer's spec when it is known before fitting), the one the orderer prefers
+    (``orderer.generator_preference(caps)``), then the one with the highest
     ``default_priority`` (ties by name). When the orderer accepts none, the
     highest-priority generator, whose ``check`` then says why the cell cannot run."""
     ranked = []
+    preference = getattr(orderer, "generator_preference", None)
     for name in registry.names("generator"):
         try:
             cls = registry.get("generator", name)
         except Exception:  # a broken plugin's generator is never a default
             continue
         fits = orderer.check(spec if spec is not None else _neutral_spec(), cls.caps) is None
-        ranked.append((not fits, -cls.default_priority, name))
+        preferred = int(preference(cls.caps)) if fits and callable(preference) else 0
+        ranked.append((not fits, -preferred, -cls.default_priority, name))
     if not ranked:
         raise NotApplicableError("no generator is registered")
-    return min(ranked)[2]
+    return min(ranked)[-1]
 
 
 def known_spec(tokenizer: Any) -> Any:
