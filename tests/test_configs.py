@@ -12,6 +12,7 @@ CASES = {
     "qm9_full.toml": dict(modality="molecule", dataset="qm9", orderer="bfs", generator="causal"),
     "qm9_learned_full.toml": dict(modality="molecule", dataset="qm9", orderer="learned"),
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
+    "sudoku_learned_margin.toml": dict(modality="sudoku", orderer="learned"),
     "sudoku_quick_no_axis_heads.toml": dict(modality="sudoku", orderer="margin", generator="masked",
                                             train_orderer="random"),
     **{f"sudoku_quick_{name}.toml": dict(modality="sudoku", orderer="margin", generator="masked",
@@ -32,7 +33,7 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_config_resolves(name, tmp_path):
-    budget = "quick" if "quick" in name or name.startswith(("pc_", "image_")) else "full"
+    budget = "quick" if "quick" in name or name.startswith(("pc_", "image_", "sudoku_learned")) else "full"
     cell = resolve_cell(BenchRequest(out=tmp_path, budget=budget, config_file=CONFIGS / name, **CASES[name]))
     if name.startswith("pc_coords_"):  # the point order of the coords tokenizer (benchmarks/run_pointclouds.sh)
         assert cell.tokenizer.sort == name.removeprefix("pc_coords_").removesuffix(".toml")
@@ -41,6 +42,11 @@ def test_config_resolves(name, tmp_path):
     elif name == "sudoku_quick_no_axis_heads.toml":  # the learner ablation: plain heads, the v1 schedule
         assert not cell.generator_config.axis_heads and cell.config.train.steps == 2000
         assert cell.config.train.precision == "fp32" and cell.config.train.ema == 0
+    elif name == "sudoku_learned_margin.toml":  # the learned order started from margin (issue 18)
+        o = cell.orderer.options
+        assert cell.names["generator"] == "masked" and o.margin_init == 50.0 and o.margin_teacher == 1.0
+        assert not o.p_from_elbo and o.orders_share_batch and o.greedy_order
+        assert cell.config.train.steps == 3000  # the demo's quick budget
     elif name.startswith("sudoku_quick_"):  # the learner ablation: one schedule each (its file name)
         t = cell.config.train
         assert cell.generator_config.axis_heads

@@ -94,6 +94,8 @@ def causal_option_conflicts(options: LearnedOptions) -> str | None:
     for name in ("margin_init", "margin_teacher", "value_spread"):
         if getattr(options, name) > 0:
             bad.append(f"{name}={getattr(options, name)}")
+    if not options.p_from_elbo:
+        bad.append("p_from_elbo=False")
     if not bad:
         return None
     return (f"{', '.join(bad)}: a setting of the learned order on the 'masked' generator; on the 'causal' generator "
