@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 18, the learned order with a structured start: every figure of benchmarks/RESULTS.md
+# ("The learned order learns: a structured start (issue 18)"), one torch thread per run.
+# Usage: bash benchmarks/learned18.sh [OUT]   (OUT defaults to runs/l18)
+set -euo pipefail
+OUT=${1:-runs/l18}
+export OMP_NUM_THREADS=1
+mkdir -p "$OUT"
+printf '[eval]\nn_test = 100\n' > "$OUT/eval100.toml"
+printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 3.0\nvalue_spread = 1.0\nvalue_spread_temperature = 1000.0\n' > "$OUT/q1.toml"
+B="seqify bench --budget quick --seed 0 --modality molecule --dataset qm9 --orderer learned"
+
+# QM9: the learned order on the causal generator (prior T = 1), and on the masked one (T = 3, uniform value spread)
+$B --generator causal --config "$OUT/eval100.toml" --out "$OUT/qm9-learned-causal"
+$B --config "$OUT/q1.toml" --out "$OUT/qm9-learned-t3s"
+
+# per-step cost against the reference arm, in one process
+python benchmarks/learned_cost.py --steps 30 --repeats 2
+python benchmarks/learned_cost.py --steps 30 --repeats 2 --set orders_share_batch=true
+python benchmarks/learned_cost.py --steps 20 --repeats 2 --generator causal --reference bfs
+
+# ablation probes: 300 steps, 50 test molecules, 100 samples, 32 diagnostic templates
+P="python benchmarks/learned_probe.py --steps 300 --n-test 50 --n-samples 100 --set diagnostic_items=32 --every 50"
+$P --out "$OUT/probe-prior"
+$P --out "$OUT/probe-prior-spread" --set value_spread=1.0
+$P --out "$OUT/probe-spread-uniform" --set value_spread=1.0 --set value_spread_temperature=1000
+$P --out "$OUT/probe-t3-spread" --set value_spread=1.0 --set value_spread_temperature=1000 --set prior_temperature=3
+
+# Sudoku: the policy started from margin, three seeds (greedy policy order), and sampled orders
+for S in 0 1 2; do
+  seqify bench --modality sudoku --orderer learned --budget quick --seed "$S" \
+    --config benchmarks/configs/sudoku_learned_margin.toml --out "$OUT/sudoku-margin-s$S"
+  python benchmarks/learned_complete.py --run "$OUT/sudoku-margin-s$S" --out "$OUT/sudoku-margin-s$S-sampled" \
+    --set greedy_order=false
+done
