@@ -30,7 +30,7 @@ def main() -> None:
     from seqify.bench import BenchRequest, Reporter, build_model, pick_device, prepare_data, resolve_cell
     from seqify.io import load_checkpoint
     from seqify.types import OrderBatch
-    from seqify_learned.model import LearnedOrderModel
+    from seqify_learned.base import LearnedOrderBase
 
     run = Path(args.run)
     state = load_checkpoint(run / "checkpoint.pt")
@@ -44,7 +44,7 @@ def main() -> None:
     data = prepare_data(cell, req, Reporter(), {}, device=dev, tokenizer_state=state["tokenizer"])
     model = build_model(cell, data.spec, req.seed)
     model.load_state_dict(state["model"])
-    gen = model.generator if isinstance(model, LearnedOrderModel) else model
+    gen = model.generator if isinstance(model, LearnedOrderBase) else model
     gen.eval()
     batch = data.test.batch(torch.arange(min(args.n, len(data.test))), dev)
     rng = torch.Generator().manual_seed(0)

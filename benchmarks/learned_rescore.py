@@ -37,7 +37,7 @@ def main() -> None:
     from seqify import seeding
     from seqify.bench import BenchRequest, Reporter, build_model, pick_device, prepare_data, resolve_cell
     from seqify.io import load_checkpoint
-    from seqify_learned.model import LearnedOrderModel
+    from seqify_learned.base import LearnedOrderBase
     from seqify_learned.orderer import LearnedOrder
 
     run = Path(args.run)
@@ -55,7 +55,7 @@ def main() -> None:
     data = prepare_data(cell, req, Reporter(), {}, device=dev, tokenizer_state=state["tokenizer"])
     model = build_model(cell, data.spec, req.seed)
     model.load_state_dict(state["model"])
-    if isinstance(model, LearnedOrderModel):
+    if isinstance(model, LearnedOrderBase):
         orderer = LearnedOrder(**{**cell.orderer.options.model_dump(), "eval_orders": args.orders})
         how = "learned order: q and p as trained"
     else:

@@ -1314,3 +1314,11 @@ def test_run_bench_learned_on_the_causal_generator_end_to_end(tmp_path):
     assert {"order_nll", "q_entropy_deficit", "uniform_value_nll"} <= set(results["training"]["series"])
     state = load_checkpoint(out / "checkpoint.pt")["model"]
     assert any(k.startswith("order_query.") for k in state) and any(k.startswith("generator.") for k in state)
+
+
+def test_exact_next_only_options_are_refused_with_the_one_step_estimator():
+    caps = MaskedTransformer.caps
+    for bad in ({"value_spread": 1.0}, {"margin_teacher": 1.0}, {"p_from_elbo": False}):
+        reason = LearnedOrder(estimator="one-step", **bad).check(SUDOKU4, caps)
+        assert reason is not None and "exact-next" in reason and next(iter(bad)) in reason
+        assert LearnedOrder(**bad).check(SUDOKU4, caps) is None  # the default estimator takes them

@@ -32,9 +32,7 @@ def head_items(batch: TokenBatch, n: int) -> TokenBatch:
     """The first ``n`` items of a batch (a view; nothing is copied or mutated)."""
     if batch.batch_size <= n:
         return batch
-    return TokenBatch(
-        batch.values[:n], batch.kinds[:n], batch.coords[:n], batch.given[:n], batch.pad[:n], batch.meta[:n]
-    )
+    return batch.rows(slice(0, n))
 
 
 class LearnedOrderBase(nn.Module):
@@ -58,6 +56,7 @@ class LearnedOrderBase(nn.Module):
         self.order_prior = order_prior
         self.prior_active = False  # whether q's last scores had a prior (a statistic)
         self.register_buffer("uses_prior", torch.tensor(order_prior is not None))
+        self._uses_prior = order_prior is not None  # the buffer's value, read without a device sync
         posterior_cls = PosteriorGraph if self.options.backbone == "graph" else PosteriorTransformer
         self.posterior = posterior_cls(
             self.spec, d_model=self.options.policy_d_model, n_layers=self.options.policy_layers,
@@ -88,6 +87,7 @@ class LearnedOrderBase(nn.Module):
         if "uses_prior" not in state:
             state["uses_prior"] = torch.tensor(False)
             self.order_prior = None
+        self._uses_prior = bool(state["uses_prior"])
         return state
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -165,7 +165,7 @@ class LearnedOrderBase(nn.Module):
         """``[B, L]`` the prior's Plackett-Luce scores ``-rank / prior_temperature`` (rank
         among the predicted slots by the tokenizer's priority, ties by slot index), or
         None when q has no prior."""
-        if not bool(self.uses_prior):
+        if not self._uses_prior:
             return None
         if self.order_prior is None:
             raise ValueError(

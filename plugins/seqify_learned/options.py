@@ -97,7 +97,8 @@ class LearnedOptions(BaseModel):
         0.0, ge=0.0,
         description="weight of an extra value loss over every open slot at the drawn step, weighted by q's next-slot "
         "distribution tempered by value_spread_temperature (part of no bound): keeps every slot's values learning "
-        "when q is sharp (the exact-next term then trains about one slot per pass); 0: off",
+        "when q is sharp (the exact-next term then trains about one slot per pass); its weights are not detached, "
+        "so it also moves q toward slots whose values are easy; exact-next estimator only; 0: off",
     )
     value_spread_temperature: float = Field(
         4.0, ge=1.0, description="temperature applied to q's scores for the value_spread weights (large: uniform over the open slots)"
@@ -122,8 +123,9 @@ class LearnedOptions(BaseModel):
     p_from_elbo: bool = Field(
         True,
         description="the ELBO's order term trains p toward q (LO-ARM). False: p's logits are detached there, so "
-        "the bound trains q toward p (and the values) but p learns only from margin_teacher: an adaptive policy "
-        "that a non-adaptive q would otherwise pull back to q's own orders (Sudoku)",
+        "the bound trains q toward p (and the values) but p learns only from margin_teacher (and an entropy term "
+        "on p, if one is set): an adaptive policy that a non-adaptive q would otherwise pull back to q's own "
+        "orders (Sudoku); exact-next estimator only",
     )
     margin_teacher_temperature: float = Field(0.02, gt=0.0, description="temperature of the margin teacher's softmax")
     eval_orders: int = Field(

@@ -89,6 +89,13 @@ class LearnedOrder(BaseTrainableOrderer):
             conflict = causal_option_conflicts(self.options)
             if conflict is not None:
                 return f"orderer 'learned': {conflict}"
+        o = self.options
+        if o.estimator == "one-step":
+            exact_only = [f"{name}={getattr(o, name)}" for name in ("margin_teacher", "value_spread")
+                          if getattr(o, name) > 0] + (["p_from_elbo=False"] if not o.p_from_elbo else [])
+            if exact_only:
+                return (f"orderer 'learned': {', '.join(exact_only)} act through the exact-next estimator's "
+                        "next-slot term; the one-step estimator would ignore them (use estimator='exact-next')")
         if self.options.backbone == "graph":
             if tuple(spec.coord_names) != _GRAPH_COORDS:
                 return (
@@ -119,7 +126,9 @@ class LearnedOrder(BaseTrainableOrderer):
             generator: the generator (``caps.hidden_states``, or the causal generator).
             spec: the tokenizer's spec.
             tokenizer: the cell's tokenizer; its ``order_prior`` seeds q when
-                ``prior="tokenizer"`` (None, or a tokenizer without the member: no prior).
+                ``prior="tokenizer"`` (a tokenizer loaded through the registry without the
+                member gets the default, the slots' own order; an ``order_prior`` that
+                returns None, or no tokenizer: no prior).
         """
         order_prior = None
         if self.options.prior == "tokenizer" and tokenizer is not None:
