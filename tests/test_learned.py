@@ -1322,3 +1322,16 @@ def test_exact_next_only_options_are_refused_with_the_one_step_estimator():
         reason = LearnedOrder(estimator="one-step", **bad).check(SUDOKU4, caps)
         assert reason is not None and "exact-next" in reason and next(iter(bad)) in reason
         assert LearnedOrder(**bad).check(SUDOKU4, caps) is None  # the default estimator takes them
+
+
+@pytest.mark.parametrize("options", [{}, {"warm_start": 0.5}, {"estimator": "one-step", "orders_per_item": 2}])
+def test_progress_note_reports_the_policy_after_a_step(options):
+    model = build_seeded(SUDOKU4, tokenizer=_Raster(), **options)
+    assert model.progress_note() == "policy: no statistics yet"
+    model.train()
+    model.set_progress(0.0)
+    batch = collate(sudoku4_items(4))
+    order = LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(0))
+    model.loss_with_stats(batch, order)
+    note = model.progress_note()
+    assert note.startswith("policy: order NLL ") and "vs uniform" in note and "p logit spread" in note

@@ -239,7 +239,8 @@ class LearnedOrderModel(LearnedOrderBase):
             if not self.training:
                 return loss, {}
             with torch.no_grad():
-                return loss, self._stats(self.exact_next_estimate(head_items(batch, 16), k=2), phase=0)
+                self.last_stats = self._stats(self.exact_next_estimate(head_items(batch, 16), k=2), phase=0)
+            return loss, self.last_stats
         if self.options.estimator == "exact-next":
             if self.options.orders_share_batch and self.training:
                 batch = head_items(batch, max(1, -(-batch.batch_size // k)))
@@ -253,7 +254,8 @@ class LearnedOrderModel(LearnedOrderBase):
             return parts["loss"], {}
         with torch.no_grad():  # the same diagnostics as exact-next, on a few items
             diag = self.exact_next_estimate(head_items(batch, 16), k=2)
-        return parts["loss"], self._stats({**diag, "elbo_slot": parts["elbo_slot"]}, phase=1)
+        self.last_stats = self._stats({**diag, "elbo_slot": parts["elbo_slot"]}, phase=1)
+        return parts["loss"], self.last_stats
 
     def next_slot_terms(
         self, batch: TokenBatch, order: OrderBatch, step_B: torch.Tensor, scores_BL: torch.Tensor
