@@ -14,6 +14,11 @@ B="seqify bench --budget quick --seed 0 --modality molecule --dataset qm9 --orde
 $B --generator causal --config "$OUT/eval100.toml" --out "$OUT/qm9-learned-causal"
 $B --config "$OUT/q1.toml" --out "$OUT/qm9-learned-t3s"
 
+# random-order training given the causal learned arm's compute (4.5x its steps), scored with the learned estimator
+seqify bench --budget quick --seed 0 --modality molecule --dataset qm9 --orderer random --generator masked \
+  --steps 6750 --config "$OUT/eval100.toml" --out "$OUT/qm9-random-6750"
+python benchmarks/learned_rescore.py --run "$OUT/qm9-random-6750" --n 100 --orders 8
+
 # per-step cost against the reference arm, in one process
 python benchmarks/learned_cost.py --steps 30 --repeats 2
 python benchmarks/learned_cost.py --steps 30 --repeats 2 --set orders_share_batch=true
