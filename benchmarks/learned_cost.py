@@ -29,14 +29,7 @@ from seqify.bench import BenchRequest, Reporter, build_model, prepare_data, reso
 from seqify.config import TrainConfig
 from seqify.training import train
 
-
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+from learned_probe import _parse_value  # the same KEY=VALUE parsing as the probe (benchmarks/ is on sys.path)
 
 
 def main() -> None:
@@ -51,7 +44,7 @@ def main() -> None:
     parser.add_argument("--reference", default="random", help="the reference arm's orderer (random; bfs for causal)")
     args = parser.parse_args()
     device = torch.device("cpu")
-    options = {k: _value(v) for k, v in (s.split("=", 1) for s in args.set)}
+    options = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
 
     arms = {}
     for name, orderer, extra in (("reference", args.reference, {}), ("learned", "learned", {"orderer": options})):

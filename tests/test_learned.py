@@ -692,12 +692,12 @@ def test_greedy_order_is_deterministic():
         model.sample(template, orderer, rng=torch.Generator(), temperature=-1)
 
 
-def test_checkpoint_round_trip_samples_identically(tmp_path):
-    orderer, model = build(SUDOKU4)
-    randomize_heads(model)
+def assert_round_trip_samples_identically(model, generator_cls, tmp_path):
+    """Save ``model``'s weights, load them into a freshly built one (another init), and
+    check both sample the same values and orders; returns (fresh model, batch)."""
     save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict()})
     torch.manual_seed(123)  # a different init, overwritten by the weights
-    fresh = LearnedOrder(**SMALL_Q).wrap(MaskedTransformer(SUDOKU4, TINY), SUDOKU4)
+    fresh = LearnedOrder(**SMALL_Q).wrap(generator_cls(SUDOKU4, TINY), SUDOKU4)
     fresh.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt")["model"])
     batch = collate(sudoku4_items(4, seed=9))
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
@@ -705,6 +705,13 @@ def test_checkpoint_round_trip_samples_identically(tmp_path):
     b, order_b, _ = fresh.sample_with_orders(template, rng=torch.Generator().manual_seed(3))
     assert torch.equal(a.values, b.values)
     assert torch.equal(order_a.perm, order_b.perm)
+    return fresh, batch
+
+
+def test_checkpoint_round_trip_samples_identically(tmp_path):
+    orderer, model = build(SUDOKU4)
+    randomize_heads(model)
+    assert_round_trip_samples_identically(model, MaskedTransformer, tmp_path)
 
 
 # ------------------------------------------------------------------ graph backbone
@@ -1274,15 +1281,7 @@ def test_causal_checkpoint_round_trip_samples_identically(tmp_path):
 
     orderer, model = build_causal(SUDOKU4)
     randomize_causal(model)
-    save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict()})
-    torch.manual_seed(123)  # a different init, overwritten by the weights
-    fresh = LearnedOrder(**SMALL_Q).wrap(CausalTransformer(SUDOKU4, TINY), SUDOKU4)
-    fresh.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt")["model"])
-    batch = collate(sudoku4_items(4, seed=9))
-    template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
-    a, order_a, _ = model.sample_with_orders(template, rng=torch.Generator().manual_seed(3))
-    b, order_b, _ = fresh.sample_with_orders(template, rng=torch.Generator().manual_seed(3))
-    assert torch.equal(a.values, b.values) and torch.equal(order_a.perm, order_b.perm)
+    fresh, batch = assert_round_trip_samples_identically(model, CausalTransformer, tmp_path)
     est_a = model.estimate(batch, 2, rng=torch.Generator().manual_seed(0))
     est_b = fresh.estimate(batch, 2, rng=torch.Generator().manual_seed(0))
     assert torch.equal(est_a["iw"], est_b["iw"])

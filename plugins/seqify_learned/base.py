@@ -65,6 +65,21 @@ class LearnedOrderBase(nn.Module):
         self.register_buffer("offsets_K", torch.tensor(self.spec.vocab_offsets, dtype=torch.long), persistent=False)
         self.progress = 0.0
 
+    @property
+    def estimator_name(self) -> str:
+        """The training estimator, as ``__repr__`` names it (the option; the causal model's is its own)."""
+        return self.options.estimator
+
+    def __repr__(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        o = self.options
+        return (
+            f"{type(self).__name__}(params={n / 1e6:.2f}M, generator={self.generator!r}, posterior={self.posterior!r}, "
+            f"estimator={self.estimator_name!r}, orders_per_item={o.orders_per_item}, warm_start={o.warm_start}, "
+            f"entropy_bonus={o.entropy_bonus}, q_entropy_bonus={o.q_entropy_bonus}, p_entropy_bonus={o.p_entropy_bonus}, "
+            f"policy_lr_scale={o.policy_lr_scale}, policy_weight_decay={o.policy_weight_decay}, score_clip={o.score_clip})"
+        )
+
     def order_parameters(self) -> list[nn.Parameter]:  # pragma: no cover - abstract
         """The order policy p's and the posterior q's parameters (not the generator's)."""
         raise NotImplementedError

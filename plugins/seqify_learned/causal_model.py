@@ -149,6 +149,9 @@ class CausalLearnedOrderModel(LearnedOrderBase):
 
     scoring = "one pass of the causal generator's block layout"
 
+    #: trained with the whole-order reward, not an ``estimator`` option
+    estimator_name = "whole-order"
+
     def __init__(
         self, generator: nn.Module, spec: TokenizerSpec, options: LearnedOptions | None = None, *,
         order_prior: Callable[[TokenBatch], torch.Tensor | None] | None = None,
@@ -178,17 +181,6 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         for layer in (self.order_query, self.order_bias):  # p starts uniform
             for param in layer.parameters():
                 nn.init.zeros_(param)
-
-    def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.parameters())
-        o = self.options
-        return (
-            f"CausalLearnedOrderModel(params={n / 1e6:.2f}M, generator={self.generator!r}, "
-            f"posterior={self.posterior!r}, estimator='whole-order', orders_per_item={o.orders_per_item}, "
-            f"warm_start={o.warm_start}, entropy_bonus={o.entropy_bonus}, q_entropy_bonus={o.q_entropy_bonus}, "
-            f"p_entropy_bonus={o.p_entropy_bonus}, policy_lr_scale={o.policy_lr_scale}, "
-            f"policy_weight_decay={o.policy_weight_decay}, score_clip={o.score_clip})"
-        )
 
     def order_parameters(self) -> list[nn.Parameter]:
         """The order policy (slot embeddings, bilinear query, slot bias) and the posterior q

@@ -140,18 +140,6 @@ class LearnedOrderModel(LearnedOrderBase):
         if self.options.margin_init > 0:  # p = margin_init x margin at step 0 (plays like margin inference)
             self.margin_scale = nn.Parameter(torch.tensor(float(self.options.margin_init)))
 
-    def __repr__(self) -> str:
-        n = sum(p.numel() for p in self.parameters())
-        o = self.options
-        return (
-            f"LearnedOrderModel(params={n / 1e6:.2f}M, generator={self.generator!r}, posterior={self.posterior!r}, "
-            f"estimator={o.estimator!r}, orders_per_item={o.orders_per_item}, warm_start={o.warm_start}, "
-            f"entropy_bonus={o.entropy_bonus}, q_entropy_bonus={o.q_entropy_bonus}, "
-            f"p_entropy_bonus={o.p_entropy_bonus}, "
-            f"policy_lr_scale={o.policy_lr_scale}, policy_weight_decay={o.policy_weight_decay}, "
-            f"score_clip={o.score_clip})"
-        )
-
     def order_parameters(self) -> list[nn.Parameter]:
         """The order policy's head (and its confidence MLP and margin scale) and the
         posterior q (not the generator)."""
