@@ -158,28 +158,42 @@ class LayerCache:
     def __repr__(self) -> str:
         return f"LayerCache(length={self.length}, capacity={self.capacity})"
 
-    def append(self, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new keys and values; return all keys and values so far."""
+    def append(self, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor, keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store the new keys and values; return all keys and values so far.
+
+        Args:
+            k_BHTd, v_BHTd: keys and values of the ``T`` new positions.
+            keep: store only the first ``keep`` new positions (default all); the others
+                are returned for this call (e.g. queries that later positions never see)
+                and overwritten by the next call. They are staged in the buffer's free
+                room, so no copy of the cache is made when the capacity allows.
+        """
         B, H, T, d = k_BHTd.shape
+        keep = T if keep is None else keep
+        if not 0 <= keep <= T:
+            raise ValueError(f"KV cache: keep={keep} of {T} new positions")
         if self.k_BHTd is None:
             shape = (B, H, self.capacity, d)
             self.k_BHTd = k_BHTd.new_empty(shape)
             self.v_BHTd = v_BHTd.new_empty(shape)
-        end = self.length + T
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache overflow: {end} positions for a capacity of {self.capacity}")
-        self.k_BHTd[:, :, self.length : end] = k_BHTd.to(self.k_BHTd.dtype)
-        self.v_BHTd[:, :, self.length : end] = v_BHTd.to(self.v_BHTd.dtype)
-        self.length = end
+        start, end = self.length, self.length + T
+        if self.length + keep > self.capacity:
+            raise RuntimeError(f"KV cache overflow: {self.length + keep} positions for a capacity of {self.capacity}")
+        if end > self.capacity:  # no room to stage the positions not kept: store the kept ones, concatenate
+            self.k_BHTd[:, :, start : start + keep] = k_BHTd[:, :, :keep].to(self.k_BHTd.dtype)
+            self.v_BHTd[:, :, start : start + keep] = v_BHTd[:, :, :keep].to(self.v_BHTd.dtype)
+            self.length = start + keep
+            k = torch.cat([self.k_BHTd[:, :, : self.length], k_BHTd[:, :, keep:].to(self.k_BHTd.dtype)], dim=2)
+            v = torch.cat([self.v_BHTd[:, :, : self.length], v_BHTd[:, :, keep:].to(self.v_BHTd.dtype)], dim=2)
+            return k, v
+        self.k_BHTd[:, :, start:end] = k_BHTd.to(self.k_BHTd.dtype)
+        self.v_BHTd[:, :, start:end] = v_BHTd.to(self.v_BHTd.dtype)
+        self.length = start + keep
         return self.k_BHTd[:, :, :end], self.v_BHTd[:, :, :end]
 
     def peek(self, k_BHTd: torch.Tensor, v_BHTd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cached keys and values followed by the new ones, without storing the new ones."""
-        if self.k_BHTd is None or self.length == 0:
-            return k_BHTd, v_BHTd
-        k = torch.cat([self.k_BHTd[:, :, : self.length], k_BHTd.to(self.k_BHTd.dtype)], dim=2)
-        v = torch.cat([self.v_BHTd[:, :, : self.length], v_BHTd.to(self.v_BHTd.dtype)], dim=2)
-        return k, v
+        return self.append(k_BHTd, v_BHTd, keep=0)
 
 
 class KVCache:
@@ -235,6 +249,15 @@ def block_causal_mask(
     return mask_BTS[:, None]
 
 
+def _kept(store: bool | int, T: int) -> int:
+    """How many of ``T`` new positions a cache keeps for ``store`` (True: all, False: none, n: the first n)."""
+    if store is True:
+        return T
+    if store is False:
+        return 0
+    return int(store)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through ``scaled_dot_product_attention``.
 
@@ -258,13 +281,13 @@ class SelfAttention(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         cache: LayerCache | None = None,
-        store: bool = True,
+        store: bool | int = True,
     ) -> torch.Tensor:
         B, T, D = x_BTD.shape
         H = self.n_heads
         q, k, v = self.qkv(x_BTD).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
         if cache is not None:
-            k, v = cache.append(k, v) if store else cache.peek(k, v)
+            k, v = cache.append(k, v, keep=_kept(store, T))
         if q.device.type == "cpu" and q.dtype == torch.bfloat16:
             # the CPU flash kernel's bf16 backward is several times slower than float32's
             # (measured on AVX512-BF16, torch 2.13): bf16 matmuls, float32 attention
@@ -295,7 +318,7 @@ class TransformerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x_BTD, *, mask=None, is_causal=False, cache: LayerCache | None = None, store: bool = True):
+    def forward(self, x_BTD, *, mask=None, is_causal=False, cache: LayerCache | None = None, store: bool | int = True):
         x_BTD = x_BTD + self.drop(
             self.attn(self.ln_attn(x_BTD), mask=mask, is_causal=is_causal, cache=cache, store=store)
         )
@@ -327,7 +350,7 @@ class TransformerStack(nn.Module):
         causal: bool = False,
         cache: KVCache | None = None,
         attn_mask: torch.Tensor | None = None,
-        store: bool = True,
+        store: bool | int = True,
     ) -> torch.Tensor:
         """Hidden states ``[B, T, D]``.
 
@@ -341,7 +364,9 @@ class TransformerStack(nn.Module):
                 :func:`axis_head_mask`); S counts the cached positions and the new
                 ones. Replaces ``key_mask_BL`` and ``causal``.
             store: with a cache, False attends to the cache and the new positions
-                without storing the new ones (queries that later positions never see).
+                without storing the new ones (queries that later positions never see);
+                an int ``n`` stores the first ``n`` new positions only (tokens that stay,
+                followed by queries that do not, in one pass).
         """
         T = x_BTD.shape[1]
         mask, is_causal = None, False

@@ -70,9 +70,9 @@ def var_batch(n: int = 6, seed: int = 0) -> TokenBatch:
     return collate(items, length=10)
 
 
-def model(cls, spec=SPEC, seed: int = 0):
+def model(cls, spec=SPEC, seed: int = 0, layout: str | None = None):
     torch.manual_seed(seed)
-    return cls(spec, cls.config_model(**TINY))
+    return cls(spec, cls.config_model(**TINY, **({"block_layout": layout} if layout else {})))
 
 
 def random_order(batch: TokenBatch, seed: int = 1) -> OrderBatch:
@@ -514,8 +514,52 @@ def test_stack_with_block_mask_and_cache_matches_one_full_pass():
 
 
 @torch.no_grad()
-def test_causal_blocks_do_not_peek_at_their_own_or_later_blocks():
-    m = model(CausalTransformer)
+def test_kv_cache_keeps_the_first_n_new_positions_with_and_without_room_to_stage():
+    stack = TransformerStack(TransformerConfig(**TINY)).eval()
+    x = torch.randn(2, 6, 32)
+    pos = torch.arange(6).expand(2, 6)
+    full = stack(x, causal=True)
+    for capacity in (6, 4):  # 6: the unkept positions are staged in the buffer; 4: concatenated
+        cache = KVCache(len(stack.blocks), capacity)
+        mask = block_causal_mask(pos[:, :3], pos[:, :3], q_pos_BT=pos[:, :3], k_pos_BS=pos[:, :3])
+        h = stack(x[:, :3], cache=cache, attn_mask=mask, store=2)  # keep 0, 1; position 2 seen once
+        assert cache.length == 2 and torch.allclose(h, full[:, :3], atol=1e-5)
+        mask = block_causal_mask(pos[:, 2:4], pos[:, :4], q_pos_BT=pos[:, 2:4], k_pos_BS=pos[:, :4])
+        h = stack(x[:, 2:4], cache=cache, attn_mask=mask, store=2)  # position 2 again, now kept
+        assert cache.length == 4 and torch.allclose(h, full[:, 2:4], atol=1e-5)
+    with pytest.raises(RuntimeError, match="overflow"):
+        stack(x[:, 4:5], cache=cache, store=1)
+    with pytest.raises(ValueError, match="keep=3 of 1"):
+        stack(x[:, 4:5], cache=KVCache(len(stack.blocks), 6), store=3)
+
+
+@pytest.mark.parametrize("layout", ["merged", "split"])
+@pytest.mark.parametrize("block_size", [1, 2, 4])
+@torch.no_grad()
+def test_causal_block_sampling_takes_one_pass_per_block(block_size, layout):
+    m = model(CausalTransformer, layout=layout)
+    template = collate(grid_items(3, n_given=2))  # 10 slots to sample per item
+    passes = []  # tokens fed in each pass
+    handle = m.stack.register_forward_pre_hook(lambda _, args: passes.append(args[0].shape[1]))
+    try:
+        m.generate(template, with_blocks(random_order(template), block_size), rng=torch.Generator().manual_seed(0))
+    finally:
+        handle.remove()
+    blocks = -(-10 // block_size)
+    # blocks of one: the given prefix and the first query in one pass, then one pass per slot
+    assert len(passes) == (10 if block_size == 1 else blocks)
+    if block_size > 1 and layout == "merged":
+        # about one token per slot: token i of pass k holds block k-1's i-th value and block k's i-th target
+        sizes = [min(block_size, 10 - i) for i in range(0, 10, block_size)]
+        assert sum(passes) == 1 + sum(max(a, b) for a, b in zip([2, *sizes[:-1]], sizes))
+    elif block_size > 1:  # a value token and a query token per sampled slot (the last block's values unfed)
+        assert sum(passes) == 1 + 2 + 2 * 10 - (10 - (blocks - 1) * block_size)
+
+
+@pytest.mark.parametrize("layout", ["merged", "split"])
+@torch.no_grad()
+def test_causal_blocks_do_not_peek_at_their_own_or_later_blocks(layout):
+    m = model(CausalTransformer, layout=layout)
     batch = grid_batch(5)
     order = with_blocks(random_order(batch), 3)
     slot_block = order.slot_block()
@@ -531,8 +575,9 @@ def test_causal_blocks_do_not_peek_at_their_own_or_later_blocks():
             assert not torch.allclose(logp[later].exp(), other[later].exp(), atol=1e-4), k
 
 
+@pytest.mark.parametrize("layout", ["merged", "split"])
 @torch.no_grad()
-def test_causal_block_likelihood_is_a_normalized_distribution():
+def test_causal_block_likelihood_is_a_normalized_distribution(layout):
     # 5 slots of 3 values, slot 2 given, 4 predicted in blocks of 2: sum p(x) over all 81 completions is 1
     spec = TokenizerSpec((KindSpec("v", 3),), ("pos",), (5,), 5)
     m = model(CausalTransformer, spec)
@@ -558,10 +603,11 @@ def test_causal_block_likelihood_is_a_normalized_distribution():
     assert torch.allclose(block1.sum(1), torch.ones(9, dtype=torch.float64), atol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["merged", "split"])
 @pytest.mark.parametrize("block_size", [2, 5])
 @torch.no_grad()
-def test_causal_block_sampling_kv_cache_and_teacher_forcing_agree(block_size):
-    m = model(CausalTransformer)
+def test_causal_block_sampling_kv_cache_and_teacher_forcing_agree(block_size, layout):
+    m = model(CausalTransformer, layout=layout)
     items = grid_items(5, n_given=2)
     items[1] = TokenSet(items[1].values[:7], items[1].kinds[:7], items[1].coords[:7], items[1].given[:7])
     items[2].given[:] = False  # rows with different numbers of given slots and of blocks
@@ -589,8 +635,9 @@ def test_causal_block_sampling_kv_cache_and_teacher_forcing_agree(block_size):
     assert torch.equal(g1.values, g2.values)
 
 
-def test_causal_block_loss_is_mean_nll_of_score_and_blocks_change_the_scores():
-    m = model(CausalTransformer)
+@pytest.mark.parametrize("layout", ["merged", "split"])
+def test_causal_block_loss_is_mean_nll_of_score_and_blocks_change_the_scores(layout):
+    m = model(CausalTransformer, layout=layout)
     batch = grid_batch(5)
     order = with_blocks(random_order(batch), 3)
     scores, _ = m.score(batch, order)

@@ -8,24 +8,31 @@ target-aware position of RAR), so one model trains and generates in any order an
 keeps a KV cache at inference.
 
 Orders with blocks larger than one (several slots predicted from the same context)
-use a second layout, since in the single stream a position's input holds the value
+need another layout, since in the single stream a position's input holds the value
 of the slot before it, which would leak a block's earlier values into its later
-slots. The block layout has a BOS token, one *value token* per slot (its value and
-source structure embedding, in order) and one *query token* per slot (its target
-structure embedding only). Value tokens attend causally to BOS and earlier value
-tokens; the query of a slot in block ``k`` attends to BOS, the given slots' and
-blocks ``< k``'s value tokens, and itself. Sampling feeds a block's queries against
-the KV cache without storing them, samples the block, then appends its value tokens.
+slots. The *merged* block layout (the default) keeps one token per slot: after BOS,
+one group of tokens per block, token ``i`` of group ``k`` carrying the value of the
+``i``-th slot of block ``k - 1`` (group 0: of the ``i``-th given slot) and the target
+structure of the ``i``-th slot of block ``k``; a token attends to BOS, the earlier
+groups and its own group. Sampling feeds group ``k`` once block ``k - 1`` is drawn,
+one pass per block, every token stored in the KV cache. The *split* layout (checkpoints
+from before; the learned order's prefix states) has a BOS token, one *value token* per
+slot (its value and source structure embedding, in order) and one *query token* per
+slot (its target structure embedding only). Value tokens attend causally to BOS and
+earlier value tokens; the query of a slot in block ``k`` attends to BOS, the given
+slots' and blocks ``< k``'s value tokens, and itself. Its sampler also takes one pass
+per block: the previous block's value tokens (stored) and this block's queries (not
+stored) ride in the same pass.
 Blocks of one always use the single stream (half the tokens).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, model_validator
+from pydantic import ConfigDict, Field, model_validator
 from torch import nn
 
 from seqify.errors import NotApplicableError
@@ -60,6 +67,12 @@ class CausalConfig(TransformerConfig):
     """Settings of the causal (sigma-GPT / RAR style) transformer."""
 
     model_config = ConfigDict(extra="forbid")
+
+    block_layout: Literal["merged", "split"] = Field(
+        "merged", description="layout of orders with blocks larger than one: 'merged' (one token per slot: the "
+        "token of a block's i-th slot also carries the value of the previous block's i-th slot, so sampling "
+        "takes one pass per block) or 'split' (a value token and a query token per slot; the layout of "
+        "checkpoints written before the merged one)")
 
     @model_validator(mode="after")
     def _no_axis_heads(self) -> "CausalConfig":
@@ -111,6 +124,61 @@ def _query_levels(block_BT: torch.Tensor, real_BT: torch.Tensor):
     q_level_BT = torch.where(real_BT, block_BT + 2, torch.zeros_like(block_BT))
     minus_BT = torch.full_like(block_BT, -1)
     return q_level_BT, minus_BT, torch.full_like(block_BT, _HIDDEN), minus_BT
+
+
+class _Merged:
+    """Where each token of the merged block layout takes its value and its target.
+
+    After BOS, group ``k`` (one per block) holds ``U_k`` tokens; token ``i`` of group
+    ``k`` carries the value of the ``i``-th slot of block ``k - 1`` (for group 0: of the
+    ``i``-th given slot) and the target structure of the ``i``-th slot of block ``k``,
+    either part absent where that block is shorter (``U_k`` is the larger of the two
+    blocks' sizes, the widest over the batch). A token sees BOS, every earlier group and
+    its own group: the values it may know and no value of its own block.
+
+    Args:
+        order: a validated order (given first, padding last).
+    """
+
+    def __init__(self, order: OrderBatch):
+        perm_BL, device = order.perm, order.perm.device
+        B, L = perm_BL.shape
+        n_given_B = (order.block == -1).sum(1)
+        sizes_BK = order.block_sizes()
+        K = sizes_BK.shape[1]
+        prev_BK = torch.cat([n_given_B[:, None], sizes_BK[:, :-1]], dim=1)
+        start_BK = n_given_B[:, None] + torch.cumsum(sizes_BK, dim=1) - sizes_BK
+        prev_start_BK = torch.cat([torch.zeros_like(n_given_B)[:, None], start_BK[:, :-1]], dim=1)
+        widths_K = torch.maximum(prev_BK, sizes_BK).amax(0)
+        self.widths = [int(w) for w in widths_K.tolist()]
+        self.offsets = [0]
+        for w in self.widths:
+            self.offsets.append(self.offsets[-1] + w)
+        group_T = torch.repeat_interleave(torch.arange(K, device=device), widths_K)
+        i_T = torch.arange(group_T.shape[0], device=device) - (torch.cumsum(widths_K, 0) - widths_K)[group_T]
+        self.has_target_BT = i_T[None, :] < sizes_BK[:, group_T]
+        self.has_value_BT = i_T[None, :] < prev_BK[:, group_T]
+        zero = torch.zeros_like(self.has_target_BT, dtype=torch.long)
+        self.target_pos_BT = torch.where(self.has_target_BT, start_BK[:, group_T] + i_T, zero).clamp(max=L - 1)
+        self.value_pos_BT = torch.where(self.has_value_BT, prev_start_BK[:, group_T] + i_T, zero).clamp(max=L - 1)
+        self.group_BT = group_T.expand(B, -1)
+        # the token (after BOS: index 1 + ...) whose hidden state predicts each order position
+        block_BL = order.block
+        self.token_of_pos_BL = torch.zeros_like(block_BL)
+        if K:
+            k_BL = block_BL.clamp(0, K - 1)
+            offsets_K = torch.tensor(self.offsets[:-1], dtype=torch.long, device=device)
+            tok_BL = 1 + offsets_K[k_BL] + torch.arange(L, device=device) - start_BK.gather(1, k_BL)
+            self.token_of_pos_BL = torch.where(block_BL >= 0, tok_BL, self.token_of_pos_BL)
+
+    def levels(self, start: int, stop: int):
+        """Query level and position, key level and position of tokens ``start .. stop-1`` (after BOS)."""
+        real_BT = (self.has_target_BT | self.has_value_BT)[:, start:stop]
+        level_BT = self.group_BT[:, start:stop] + 1
+        zero_BT = torch.zeros_like(level_BT)
+        pos_BT = torch.where(real_BT, zero_BT, zero_BT - 1)  # real tokens see their own group
+        return (torch.where(real_BT, level_BT, zero_BT), pos_BT,
+                torch.where(real_BT, level_BT, torch.full_like(level_BT, _HIDDEN)), pos_BT)
 
 
 def _self_mask(T: int, S: int, count: int, device: torch.device) -> torch.Tensor:
@@ -213,11 +281,33 @@ class CausalTransformer(nn.Module):
         return self.value_embed.weight[self.bos_id].to(like.dtype).expand(B, 1, -1)
 
     def _block_hidden(self, gid_BL, source_BLD, target_BLD, order: OrderBatch) -> torch.Tensor:
-        """Block layout, all at once: hidden state ``[B, L, D]`` of the query of each order position.
+        """Block layouts, all at once: hidden state ``[B, L, D]`` that predicts each order position.
 
-        The sequence is BOS, the L value tokens in order, the L query tokens in order.
+        Split layout: BOS, the L value tokens in order, the L query tokens in order.
+        Merged layout: BOS and one group of tokens per block (:class:`_Merged`).
         """
-        return self.block_states(gid_BL, source_BLD, target_BLD, order)[:, 1 + order.perm.shape[1] :]
+        if self.config.block_layout == "split":
+            return self.block_states(gid_BL, source_BLD, target_BLD, order)[:, 1 + order.perm.shape[1] :]
+        layout = _Merged(order)
+        T = layout.offsets[-1]
+        x_BTD = self._merged_tokens(gid_BL, source_BLD, target_BLD, order.perm, layout, 0, T)
+        x_BTD = torch.cat([self._bos(x_BTD.shape[0], x_BTD), x_BTD], dim=1)
+        bos = _bos_levels(x_BTD.shape[0], x_BTD.device)
+        q_level, q_pos, k_level, k_pos = (torch.cat([bos[i], lev], 1) for i, lev in enumerate(layout.levels(0, T)))
+        h_BTD = self.stack(x_BTD, attn_mask=block_causal_mask(q_level, k_level, q_pos_BT=q_pos, k_pos_BS=k_pos))
+        D = h_BTD.shape[2]
+        return h_BTD.gather(1, layout.token_of_pos_BL[..., None].expand(-1, -1, D))
+
+    def _merged_tokens(self, gid_BL, source_BLD, target_BLD, perm_BL, layout: "_Merged", start: int, stop: int):
+        """Merged layout: input embeddings ``[B, stop - start, D]`` of tokens ``start .. stop-1`` after BOS."""
+        D = source_BLD.shape[2]
+        value_slot_BT = perm_BL.gather(1, layout.value_pos_BT[:, start:stop])
+        target_slot_BT = perm_BL.gather(1, layout.target_pos_BT[:, start:stop])
+        value_BTD = self._value_tokens(gid_BL, source_BLD, value_slot_BT)
+        target_BTD = target_BLD.gather(1, target_slot_BT[..., None].expand(-1, -1, D))
+        has_value_BT1 = layout.has_value_BT[:, start:stop, None]
+        has_target_BT1 = layout.has_target_BT[:, start:stop, None]
+        return torch.where(has_value_BT1, value_BTD, 0.0) + torch.where(has_target_BT1, target_BTD, 0.0)
 
     def block_states(self, gid_BL, source_BLD, target_BLD, order: OrderBatch) -> torch.Tensor:
         """Block layout, all at once: every hidden state ``[B, 1 + 2L, D]``.
@@ -496,9 +586,11 @@ class CausalTransformer(nn.Module):
 
         Block ``k`` of every item is sampled at step ``k``; an item whose block ``k`` has
         fewer slots than the widest one (or that has no block ``k``) gets filler tokens
-        that no other token sees. With the cache: BOS and the given value tokens first;
-        then per block, its query tokens against the cache (not stored), the sampled
-        block, and its value tokens appended to the cache.
+        that no other token sees. With the cache, one transformer pass per block: the
+        pass of block ``k`` feeds the value tokens of block ``k - 1`` (for block 0: BOS
+        and the given value tokens), which the cache stores, followed by block ``k``'s
+        query tokens, which it does not store; the queries see the value tokens of the
+        same pass through the block-causal mask, so ``K`` blocks take ``K`` passes.
 
         Args:
             gid_BL: global ids, the given slots' filled in; the sampled ones are written here.
@@ -522,18 +614,24 @@ class CausalTransformer(nn.Module):
         start_BK = n_given_B[:, None] + torch.cumsum(sizes_BK, dim=1) - sizes_BK  # order position of each block
         widths_K = [int(w) for w in sizes_BK.max(dim=0).values.tolist()]
         rows_BL = torch.arange(B, device=device)[:, None].expand(B, L)
-        cache = keys_level_BS = keys_pos_BS = None
+        merged = self.config.block_layout == "merged"
+        cache = keys_level_BS = keys_pos_BS = pending = layout = None
         if use_cache:
+            keys_level_BS = torch.zeros(B, 0, dtype=torch.long, device=device)
+            keys_pos_BS = torch.zeros(B, 0, dtype=torch.long, device=device)
+        if use_cache and merged:
+            layout = _Merged(order)
+            cache = KVCache(self.config.depth, 1 + layout.offsets[-1])
+        elif use_cache:
+            # split layout, one pass per block: the tokens to store (BOS and the given value tokens,
+            # then the previous block's value tokens) ride in the same pass as the block's queries
             G = int(n_given_B.max())
-            cache = KVCache(self.config.depth, 1 + G + sum(widths_K[:-1]))
+            cache = KVCache(self.config.depth, 1 + G + sum(widths_K))
             pos_BG = torch.arange(G, device=device).expand(B, G)
             value = _value_levels(block_BL[:, :G], pos_BG, pos_BG < n_given_B[:, None])
             bos = _bos_levels(B, device)
-            q_level, q_pos, keys_level_BS, keys_pos_BS = (torch.cat([bos[i], value[i]], dim=1) for i in range(4))
-            x_BTD = self._value_tokens(gid_BL, source_BLD, perm_BL[:, :G])
-            x_BTD = torch.cat([self._bos(B, x_BTD), x_BTD], dim=1)
-            mask = block_causal_mask(q_level, keys_level_BS, q_pos_BT=q_pos, k_pos_BS=keys_pos_BS)
-            self.stack(x_BTD, cache=cache, attn_mask=mask)
+            x_BGD = self._value_tokens(gid_BL, source_BLD, perm_BL[:, :G])
+            pending = (torch.cat([self._bos(B, x_BGD), x_BGD], dim=1), *(torch.cat([bos[i], value[i]], 1) for i in range(4)))
         for k in range(K):
             W = widths_K[k]
             within_W = torch.arange(W, device=device)
@@ -541,14 +639,32 @@ class CausalTransformer(nn.Module):
             pos_BW = torch.where(real_BW, start_BK[:, k : k + 1] + within_W, 0).clamp(max=L - 1)
             slot_BW = perm_BL.gather(1, pos_BW)
             block_BW = torch.full_like(pos_BW, k)
-            if use_cache:
+            if use_cache and merged:
+                # group k: block k - 1's values (just sampled) with block k's targets, all stored
+                a, b = layout.offsets[k], layout.offsets[k + 1]
+                x_BTD = self._merged_tokens(gid_BL, source_BLD, target_BLD, perm_BL, layout, a, b)
+                levels = layout.levels(a, b)
+                if k == 0:
+                    x_BTD = torch.cat([self._bos(B, x_BTD), x_BTD], dim=1)
+                    levels = tuple(torch.cat([bos, lev], 1) for bos, lev in zip(_bos_levels(B, device), levels))
+                q_level, q_pos, k_level, k_pos = levels
+                keys_level_BS = torch.cat([keys_level_BS, k_level], dim=1)
+                keys_pos_BS = torch.cat([keys_pos_BS, k_pos], dim=1)
+                mask = block_causal_mask(q_level, keys_level_BS, q_pos_BT=q_pos, k_pos_BS=keys_pos_BS)
+                h_BWD = self.stack(x_BTD, cache=cache, attn_mask=mask)[:, (k == 0) :][:, :W]
+            elif use_cache:
+                x_BPD, p_q_level, p_q_pos, p_k_level, p_k_pos = pending
+                P = x_BPD.shape[1]
                 q_level, q_pos, k_level, k_pos = _query_levels(block_BW, real_BW)
+                keys_level_BS = torch.cat([keys_level_BS, p_k_level], dim=1)
+                keys_pos_BS = torch.cat([keys_pos_BS, p_k_pos], dim=1)
                 mask = block_causal_mask(
-                    q_level, torch.cat([keys_level_BS, k_level], dim=1),
-                    q_pos_BT=q_pos, k_pos_BS=torch.cat([keys_pos_BS, k_pos], dim=1),
+                    torch.cat([p_q_level, q_level], dim=1), torch.cat([keys_level_BS, k_level], dim=1),
+                    q_pos_BT=torch.cat([p_q_pos, q_pos], dim=1), k_pos_BS=torch.cat([keys_pos_BS, k_pos], dim=1),
                 )
-                mask = mask | _self_mask(W, keys_level_BS.shape[1] + W, W, device)
-                h_BWD = self.stack(self._query_tokens(target_BLD, slot_BW), cache=cache, attn_mask=mask, store=False)
+                mask = mask | _self_mask(P + W, keys_level_BS.shape[1] + W, W, device)
+                x_BTD = torch.cat([x_BPD, self._query_tokens(target_BLD, slot_BW)], dim=1)
+                h_BWD = self.stack(x_BTD, cache=cache, attn_mask=mask, store=P)[:, P:]
             else:
                 h_BLD = self._block_hidden(gid_BL, source_BLD, target_BLD, order)
                 h_BWD = h_BLD.gather(1, pos_BW[..., None].expand(-1, -1, D))
@@ -559,9 +675,5 @@ class CausalTransformer(nn.Module):
             gid_BL[rows_N, slots_N] = choice_BW[real_BW]
             if logp_out_BLV is not None:
                 logp_out_BLV[rows_N, slots_N] = logp_BWV[real_BW]
-            if use_cache and k + 1 < K:
-                q_level, q_pos, k_level, k_pos = _value_levels(block_BW, pos_BW, real_BW)
-                keys_level_BS = torch.cat([keys_level_BS, k_level], dim=1)
-                keys_pos_BS = torch.cat([keys_pos_BS, k_pos], dim=1)
-                mask = block_causal_mask(q_level, keys_level_BS, q_pos_BT=q_pos, k_pos_BS=keys_pos_BS)
-                self.stack(self._value_tokens(gid_BL, source_BLD, slot_BW), cache=cache, attn_mask=mask)
+            if use_cache and not merged and k + 1 < K:  # this block's value tokens go into the next pass
+                pending = (self._value_tokens(gid_BL, source_BLD, slot_BW), *_value_levels(block_BW, pos_BW, real_BW))

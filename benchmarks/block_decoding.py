@@ -1,0 +1,140 @@
+"""Block decoding speed of the causal generator: one model, k slots per step, one process.
+
+Issue 19's speed targets, each measured on one model in one process, the orders one
+after the other on the same templates, best of ``--repeats``:
+
+* **QM9** (graph tokenizer, the quick budget's causal model): the ``parallel`` orderer
+  with k = 1, 2, 4, 8 slots per step along a random base order. k = 1 is the single
+  stream (one token per step through the KV cache); k > 1 the block layout, one
+  transformer pass per block. Target: k = 4 at least 2x faster than k = 1.
+* **MNIST next-scale tokens** (the quick budget's ``next-scale`` tokenizer, 104 slots
+  over scales 1, 2, 3, 4, 5, 7): the same tokens sampled in ``raster`` order (one slot
+  per step) and in ``next-scale`` order (one scale per step, 6 passes). Target:
+  next-scale at least 3x faster than raster.
+
+The sampling time of a fixed-length tokenizer does not depend on the weights (the
+number of steps and the shapes are fixed by the order), so by default the model keeps
+its seeded initial weights; ``--qm9-run`` / ``--image-run`` time a trained
+``seqify bench`` run's model instead. It prints, per row: forward passes per batch,
+ms per item, and the ratio to the reference row (k = 1; raster), and writes
+``--out`` (JSON) when given.
+
+    python benchmarks/block_decoding.py --n 250 --repeats 3 --seed 0 --out runs/block_decoding.json
+    python benchmarks/block_decoding.py --quick-check   # tiny sizes: checks that it runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqify.bench import BenchRequest, build_model, resolve_cell
+from seqify.bench.prepare import prepare_data
+from seqify.bench.request import Reporter
+from seqify.io import atomic_write_text, load_checkpoint
+from seqify.types import collate
+
+
+def cell_and_model(fields: dict[str, Any], *, budget: str, seed: int, run: str | None):
+    """The cell's components with a fitted (or restored) tokenizer, and its model."""
+    req = BenchRequest(out=Path("unused"), budget=budget, seed=seed, device="cpu", **fields)
+    cell = resolve_cell(req)
+    if run is not None:
+        state = load_checkpoint(Path(run) / "checkpoint.pt")
+        cell.tokenizer.load_state_dict(state["tokenizer"])
+        model = build_model(cell, cell.tokenizer.spec, seed)
+        model.load_state_dict(state["model"])
+    else:
+        prepare_data(cell, req, Reporter(), {})
+        model = build_model(cell, cell.tokenizer.spec, seed)
+    return cell, model.eval()
+
+
+def time_sampling(model, template, orderer, *, repeats: int, seed: int) -> tuple[float, int]:
+    """Best-of-``repeats`` seconds to fill ``template``, and the transformer passes it took."""
+    passes: list[int] = []
+    handle = model.stack.register_forward_pre_hook(lambda *_: passes.append(1))
+    best = float("inf")
+    try:
+        for _ in range(repeats):
+            passes.clear()
+            rng = torch.Generator().manual_seed(seed)
+            start = time.perf_counter()
+            with torch.no_grad():
+                model.sample(template, orderer, rng=rng, temperature=1.0)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        handle.remove()
+    return best, len(passes)
+
+
+def blank_template(cell, n: int):
+    blank = cell.tokenizer.blank()
+    if blank is None:
+        raise SystemExit(f"{cell.names['tokenizer']}: no blank layout to time unconditional sampling on")
+    return collate([blank] * n)
+
+
+def measure(name: str, cell, model, orderers: list[tuple[str, Any]], *, n: int, repeats: int, seed: int) -> list[dict]:
+    template = blank_template(cell, n)
+    rows = []
+    for label, orderer in orderers:
+        seconds, passes = time_sampling(model, template, orderer, repeats=repeats, seed=seed)
+        rows.append({"order": label, "passes": passes, "ms_per_item": 1000 * seconds / n})
+    base = rows[0]["ms_per_item"]
+    for row in rows:
+        row["speedup"] = base / row["ms_per_item"]
+    print(f"\n{name}: {n} items per batch, best of {repeats}, {torch.get_num_threads()} thread(s), "
+          f"{model.num_parameters():,} parameters\n")
+    print("| order | passes per batch | ms per item | speed vs first row |\n|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['order']} | {row['passes']} | {row['ms_per_item']:.2f} | {row['speedup']:.2f}x |")
+    return rows
+
+
+def main() -> None:
+    from seqify_orderers.orderers import Parallel, Raster
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=250, help="items per batch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ks", default="1,2,4,8")
+    parser.add_argument("--qm9-run", default=None, help="a trained QM9 causal run folder (default: seeded initial weights)")
+    parser.add_argument("--image-run", default=None, help="a trained next-scale causal run folder")
+    parser.add_argument("--only", choices=("qm9", "image"), default=None)
+    parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--quick-check", action="store_true", help="smoke budget, 8 items, 1 repeat")
+    args = parser.parse_args()
+    budget = "smoke" if args.quick_check else "quick"
+    n, repeats = (8, 1) if args.quick_check else (args.n, args.repeats)
+    result: dict[str, Any] = {"budget": budget, "n": n, "repeats": repeats, "seed": args.seed,
+                              "threads": torch.get_num_threads(), "torch": torch.__version__,
+                              "machine": platform.processor() or platform.machine()}
+    if args.only in (None, "qm9"):
+        fields = {"modality": "molecule", "dataset": "qm9", "tokenizer": "graph", "generator": "causal",
+                  "orderer": "parallel"}
+        cell, model = cell_and_model(fields, budget=budget, seed=args.seed, run=args.qm9_run)
+        orderers = [(f"parallel k={k}", Parallel(k=int(k))) for k in args.ks.split(",")]
+        result["qm9"] = measure("QM9, graph tokens, causal", cell, model, orderers, n=n, repeats=repeats, seed=args.seed)
+    if args.only in (None, "image"):
+        from seqify_orderers.spatial import NextScale
+
+        fields = {"modality": "image", "tokenizer": "next-scale", "generator": "causal", "orderer": "next-scale"}
+        cell, model = cell_and_model(fields, budget=budget, seed=args.seed, run=args.image_run)
+        orderers = [("raster", Raster()), ("next-scale", NextScale())]
+        result["image"] = measure("MNIST, next-scale tokens, causal", cell, model, orderers, n=n, repeats=repeats,
+                                  seed=args.seed)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out), json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
