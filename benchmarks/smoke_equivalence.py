@@ -8,7 +8,7 @@ diagnostics, training log) with ``benchmarks/smoke_reference.json``.
 The reference was recorded before the closed-protocols refactor (issue 17), on this
 machine with one torch thread (the two image cells again for issue 21, whose shipped feature
 extractor replaced the per-run classifier: their metrics moved, nothing else; image-nextscale and
-pointcloud-coords-parallel again for issue 19, whose merged block layout changed the causal generator's
+pointcloud-coords-parallel again for issue 19, whose merged block layout and f_hat inputs changed the causal generator's
 blocks), so the comparison is exact on the same kind of CPU; on
 another CPU, learned tokenizers and bf16 kernels may move figures (see RESULTS.md).
 

@@ -101,6 +101,8 @@ class Tokenizer(Protocol):
     config_model: ClassVar[type[BaseModel]]
     #: True when the constructor takes ``dataset=`` (the runner passes the dataset's name)
     takes_dataset: ClassVar[bool]
+    #: width of :meth:`slot_inputs`' features; 0 when the tokenizer gives none (optional)
+    slot_input_dim: int
 
     @property
     def spec(self) -> TokenizerSpec:
@@ -157,6 +159,20 @@ class Tokenizer(Protocol):
         Default (:class:`BaseTokenizer`): the slots' own order (raster over the layout)."""
         ...
 
+    def slot_inputs(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Teacher-forced inputs of each slot from the slots decoded before it (VAR's
+        ``f_hat`` canvas for next-scale tokens), or None (default: no inputs).
+
+        Returns ``inputs_BLF`` (float, ``F = slot_input_dim``) and ``level_BL`` (long):
+        the input of a slot may depend on the values of the slots of lower level only,
+        never on its own level's or higher (next-scale: the level is the scale, the input
+        the running reconstruction of the coarser scales, area-downsampled to the slot's
+        scale). A generator that reads them (the causal one) refuses orders that do not
+        decode every lower level first, and recomputes them as its samples grow, so
+        training and sampling see the same inputs. ``slot_input_dim`` is the width
+        ``F``, read when the generator is built (after ``fit``)."""
+        ...
+
 
 class BaseTokenizer:
     """Defaults for a tokenizer's optional members; subclass it and implement
@@ -197,6 +213,13 @@ class BaseTokenizer:
 
         B, L = batch.values.shape
         return torch.arange(L, device=batch.values.device, dtype=torch.float32).expand(B, L)
+
+    #: width of :meth:`slot_inputs`' features (0: the tokenizer gives none)
+    slot_input_dim: int = 0
+
+    def slot_inputs(self, batch: Any) -> Any:
+        """No slot inputs."""
+        return None
 
 
 @runtime_checkable

@@ -706,3 +706,97 @@ def test_masked_next_block_only_loss_counts_only_the_next_block():
     assert torch.allclose(loss.detach(), torch.stack(per_item).mean(), atol=1e-5)
     torch.manual_seed(5)
     assert not torch.allclose(m.loss(batch, order).detach(), loss.detach())  # default: every later block
+
+
+# --------------------------------------------------------------------------- slot inputs (issue 19)
+
+
+class RowInputs:
+    """Tokenizer double with slot inputs: a slot's level is its row; its input holds, per
+    lower row, the sum of that row's values (VAR's f_hat in miniature)."""
+
+    slot_input_dim = 3
+    calls = 0
+
+    def slot_inputs(self, batch):
+        RowInputs.calls += 1
+        row_BL = batch.coords[..., 0]
+        per_row_B3 = torch.stack([(batch.values * (row_BL == r)).sum(1) for r in range(3)], 1).float() / 10
+        lower_BL3 = torch.arange(3)[None, None, :] < row_BL[..., None]
+        return per_row_B3[:, None, :] * lower_BL3, row_BL
+
+
+def row_blocks(batch: TokenBatch) -> OrderBatch:
+    """Given first, then one block per row (the next-scale order of the grid)."""
+    return OrderBatch.from_groups(batch, batch.coords[..., 0])
+
+
+def raster_order(batch: TokenBatch) -> OrderBatch:
+    return Raster().infer_orders(batch, rng=torch.Generator())
+
+
+def test_causal_reads_slot_inputs_only_when_the_tokenizer_gives_them():
+    torch.manual_seed(0)
+    with_inputs = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY), tokenizer=RowInputs())
+    assert with_inputs.uses_slot_inputs and with_inputs.input_proj.in_features == 3
+    assert not model(CausalTransformer).uses_slot_inputs  # no tokenizer: today's model
+    off = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY, slot_inputs=False), tokenizer=RowInputs())
+    assert not off.uses_slot_inputs
+    # the inputs are added to the target embeddings only: a zero projection gives the model without them
+    plain = model(CausalTransformer)
+    plain.load_state_dict({k: v for k, v in with_inputs.state_dict().items() if not k.startswith("input_proj")})
+    batch = grid_batch(4, n_given=0)
+    order = row_blocks(batch)
+    with torch.no_grad():
+        assert not torch.allclose(with_inputs(batch, order), plain(batch, order))
+        with_inputs.input_proj.weight.zero_()
+        with_inputs.input_proj.bias.zero_()
+        assert torch.allclose(with_inputs(batch, order), plain(batch, order), atol=1e-6)
+
+
+def test_causal_slot_inputs_refuse_an_order_that_skips_a_level():
+    m = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY), tokenizer=RowInputs())
+    batch = grid_batch(4, n_given=0)
+    m.loss(batch, row_blocks(batch))
+    m.loss(batch, raster_order(batch))  # row-major: every lower row first
+    with pytest.raises(NotApplicableError, match="level-1 slot in block 0 .* use an order that decodes level by level"):
+        m.loss(batch, OrderBatch.from_groups(batch, torch.zeros_like(batch.values)))  # one block: rows together
+    with pytest.raises(NotApplicableError, match="slot_inputs = false"):
+        m.sample(batch, Random(), rng=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("layout", ["merged", "split"])
+@pytest.mark.parametrize("blocks", [True, False])
+@torch.no_grad()
+def test_causal_slot_inputs_sampling_and_teacher_forcing_agree(layout, blocks):
+    torch.manual_seed(0)
+    m = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY, block_layout=layout), tokenizer=RowInputs())
+    template = grid_batch(5, n_given=0)
+    order = row_blocks(template) if blocks else raster_order(template)
+    RowInputs.calls = 0
+    a, logp_a = m.generate(template, order, rng=torch.Generator().manual_seed(7), use_cache=True, return_logp=True)
+    calls = RowInputs.calls
+    b, logp_b = m.generate(template, order, rng=torch.Generator().manual_seed(7), use_cache=False, return_logp=True)
+    assert torch.equal(a.values, b.values)
+    assert calls <= 1 + 1 + 3  # the level check, the start, one refresh per new level
+    # each step's distribution is the teacher-forced one of the finished sample (inputs of its values)
+    scores, _ = m.score(a, order)
+    stepwise = logp_a.gather(2, true_gid(SPEC, a)[..., None]).squeeze(2)
+    assert torch.allclose(scores.logp, stepwise, atol=1e-5)
+    assert torch.allclose(logp_a, logp_b, atol=1e-5)
+
+
+@torch.no_grad()
+def test_causal_slot_inputs_do_not_peek_at_their_own_level():
+    m = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY), tokenizer=RowInputs())
+    batch = grid_batch(4, n_given=0)
+    order = row_blocks(batch)
+    base, _ = m.score(batch, order)
+    for row in range(3):
+        changed = batch.with_values(torch.where(batch.coords[..., 0] >= row, (batch.values + 1) % 3, batch.values))
+        other, _ = m.score(changed, order)
+        earlier = batch.coords[..., 0] < row  # predicted before any changed value, inputs included
+        later = batch.coords[..., 0] > row
+        assert torch.allclose(other.logp[earlier], base.logp[earlier])
+        if later.any():
+            assert not torch.allclose(other.logp[later], base.logp[later])

@@ -11,7 +11,7 @@ import torch
 
 from seqify.protocols import Tokenizer
 from seqify.testing import check_tokenizer
-from seqify.types import TokenSet
+from seqify.types import TokenSet, collate
 
 from seqify_image.items import ImageItem
 from seqify_image.nextscale import NextScaleTokenizer
@@ -303,3 +303,34 @@ def test_fit_autoencoder_checks_its_input():
 @pytest.mark.parametrize("name", list(CLASSES))
 def test_conformance(name, images):
     check_tokenizer(CLASSES[name](**TINY), images["train"][:16])
+
+
+# ---------------------------------------------------------------- VAR's f_hat inputs (issue 19)
+
+
+def test_next_scale_slot_inputs_are_vars_f_hat_of_the_coarser_scales(fitted, images):
+    tok = fitted["next-scale"]
+    quant = tok.model.quantizer
+    batch = collate(tok.encode_batch(images["test"][:4]))
+    inputs_BLF, level_BL = tok.slot_inputs(batch)
+    assert tok.slot_input_dim == QUICK["code_dim"] and inputs_BLF.shape == (4, 104, QUICK["code_dim"])
+    assert level_BL[0].tolist() == batch.coords[0, :, 0].tolist()  # the level is the scale
+    codes = [batch.values[:, sl].view(4, pn, pn) for sl, pn in zip(tok.scale_slices(), tok.scales)]
+    # scale 0 reads nothing; scale 1 reads the area-downsampled, phi-refined, bicubic-upsampled scale-0 code
+    assert torch.equal(inputs_BLF[:, 0], torch.zeros(4, QUICK["code_dim"]))
+    f1 = torch.nn.functional.interpolate(quant._scale_map(codes[0], 0, 7), size=(2, 2), mode="area")
+    assert torch.allclose(inputs_BLF[:, 1:5], f1.flatten(2).transpose(1, 2), atol=1e-6)
+    # the last scale's input is f_hat of every scale but the last, at full resolution
+    f_all_but_last = quant.codes_to_f(codes) - quant._scale_map(codes[-1], len(codes) - 1, 7)
+    assert torch.allclose(inputs_BLF[:, -49:], f_all_but_last.flatten(2).transpose(1, 2), atol=1e-5)
+    # a scale's inputs never read its own codes or finer ones
+    changed = batch.values.clone()
+    changed[:, 14:] = (changed[:, 14:] + 1) % QUICK["codebook_size"]  # scales 3, 4, 5 (slots 14 on)
+    again, _ = tok.slot_inputs(batch.with_values(changed))
+    assert torch.equal(again[:, :30], inputs_BLF[:, :30])  # scales 0-3 (30 slots) read scales 0-2 only
+    assert not torch.allclose(again[:, 30:], inputs_BLF[:, 30:])
+    # the slots in another order (coordinates say where each sits) give the same inputs, permuted
+    perm = torch.randperm(104, generator=torch.Generator().manual_seed(0))
+    shuffled = type(batch)(batch.values[:, perm], batch.kinds[:, perm], batch.coords[:, perm], batch.given[:, perm],
+                           batch.pad[:, perm], batch.meta, batch.coord_names)
+    assert torch.allclose(tok.slot_inputs(shuffled)[0], inputs_BLF[:, perm], atol=1e-6)

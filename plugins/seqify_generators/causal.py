@@ -68,6 +68,10 @@ class CausalConfig(TransformerConfig):
 
     model_config = ConfigDict(extra="forbid")
 
+    slot_inputs: bool = Field(
+        True, description="add a projection of the tokenizer's slot inputs (Tokenizer.slot_inputs: VAR's f_hat "
+        "canvas for next-scale tokens) to each slot's target embedding when the tokenizer gives them; orders must "
+        "then decode every lower level first (next-scale, raster)")
     block_layout: Literal["merged", "split"] = Field(
         "merged", description="layout of orders with blocks larger than one: 'merged' (one token per slot: the "
         "token of a block's i-th slot also carries the value of the previous block's i-th slot, so sampling "
@@ -190,6 +194,29 @@ def _self_mask(T: int, S: int, count: int, device: torch.device) -> torch.Tensor
     return self_TS
 
 
+def _check_levels(level_BL: torch.Tensor, order: OrderBatch) -> None:
+    """NotApplicableError unless every row's order decodes all slots of lower level
+    (Tokenizer.slot_inputs) in blocks before any slot of a higher level."""
+    block_BL = order.slot_block()
+    level_BL = level_BL.clamp_min(0)
+    B, n = block_BL.shape[0], int(level_BL.max()) + 1 if level_BL.numel() else 1
+    big = block_BL.shape[1] + 1
+    latest_Bn = torch.full((B, n), -1, dtype=torch.long, device=block_BL.device).scatter_reduce(
+        1, level_BL, torch.where(block_BL >= -1, block_BL, -1), "amax")
+    first_Bn = torch.full((B, n), big, dtype=torch.long, device=block_BL.device).scatter_reduce(
+        1, level_BL, torch.where(block_BL >= 0, block_BL, big), "amin")
+    lower_Bn = torch.cat([torch.full_like(latest_Bn[:, :1], -1), torch.cummax(latest_Bn, 1).values[:, :-1]], 1)
+    bad_Bn = (lower_Bn >= first_Bn) & (first_Bn < big)
+    if bool(bad_Bn.any()):
+        row, level = (int(i) for i in bad_Bn.nonzero()[0])
+        raise NotApplicableError(
+            f"the causal generator reads the tokenizer's slot inputs (Tokenizer.slot_inputs, e.g. next-scale's "
+            f"f_hat), which need every slot of a lower level decoded before any slot of the next: item {row}'s "
+            f"order predicts a level-{level} slot in block {int(first_Bn[row, level])} but a lower-level slot only "
+            f"in block {int(lower_Bn[row, level])}; use an order that decodes level by level (next-scale, raster), "
+            "or set the generator option slot_inputs = false")
+
+
 def _refuse_adaptive(orderer: Orderer) -> None:
     if getattr(orderer, "adaptive", False):
         raise NotApplicableError(
@@ -215,7 +242,7 @@ class CausalTransformer(nn.Module):
     #: the default generator of every orderer it can serve
     default_priority: ClassVar[int] = 20
 
-    def __init__(self, spec: TokenizerSpec, config: CausalConfig | None = None):
+    def __init__(self, spec: TokenizerSpec, config: CausalConfig | None = None, *, tokenizer: Any = None):
         super().__init__()
         self.spec = spec
         self.config = build_config(self.config_model, config)
@@ -224,6 +251,10 @@ class CausalTransformer(nn.Module):
         self.value_embed = nn.Embedding(spec.total_vocab + 1, d)  # + BOS
         self.source_embed = SlotEmbedding(spec, d)  # the slot whose value a position holds
         self.target_embed = SlotEmbedding(spec, d)  # the slot a position must predict
+        # the tokenizer's slot inputs (VAR's f_hat for next-scale tokens), projected onto the target embedding
+        input_dim = int(getattr(tokenizer, "slot_input_dim", 0) or 0) if self.config.slot_inputs else 0
+        self.input_proj = nn.Linear(input_dim, d) if input_dim > 0 else None
+        self._slot_inputs_of = tokenizer.slot_inputs if input_dim > 0 else None
         self.stack = TransformerStack(self.config)
         self.head = nn.Linear(d, spec.total_vocab)
         self.register_buffer("kind_mask_KV", spec.kind_mask(), persistent=False)
@@ -243,13 +274,29 @@ class CausalTransformer(nn.Module):
 
     # ----------------------------------------------------------------- internals
 
-    def _prepare(self, batch: TokenBatch):
-        """Global ids and the slot-level source / target structure embeddings."""
+    def _prepare(self, batch: TokenBatch, order: OrderBatch | None = None):
+        """Global ids and the slot-level source / target structure embeddings; with
+        ``order``, the target embeddings also carry the slot inputs (:meth:`_input_embedding`)."""
         values_BL, kinds_BL, coords_BLC = clean_structure(batch)
         gid_BL = global_ids(values_BL, kinds_BL, self.offsets_K)
         source_BLD = self.source_embed(kinds_BL, coords_BLC)
         target_BLD = self.target_embed(kinds_BL, coords_BLC)
+        if order is not None and self.input_proj is not None:
+            target_BLD = target_BLD + self._input_embedding(batch, order)
         return gid_BL, kinds_BL, source_BLD, target_BLD
+
+    @property
+    def uses_slot_inputs(self) -> bool:
+        """True when the tokenizer's slot inputs feed the target embeddings."""
+        return self.input_proj is not None
+
+    def _input_embedding(self, batch: TokenBatch, order: OrderBatch | None) -> torch.Tensor:
+        """``[B, L, D]`` projection of the tokenizer's slot inputs for the batch's values;
+        with ``order``, first checks that it decodes every lower level before a slot."""
+        inputs_BLF, level_BL = self._slot_inputs_of(batch)
+        if order is not None:
+            _check_levels(level_BL.to(order.perm.device), order)
+        return self.input_proj(inputs_BLF.to(self.input_proj.weight.dtype))
 
     def _inputs(self, gid_BL, source_BLD, target_BLD, perm_BL, start: int, stop: int) -> torch.Tensor:
         """Input embeddings ``[B, stop - start, D]`` of order positions ``start .. stop-1``."""
@@ -373,7 +420,7 @@ class CausalTransformer(nn.Module):
                 blocks of one also run only those).
         """
         T = batch.length if positions is None else positions
-        gid_BL, kinds_BL, source_BLD, target_BLD = self._prepare(batch)
+        gid_BL, kinds_BL, source_BLD, target_BLD = self._prepare(batch, order)
         h_BTD = self._hidden(gid_BL, source_BLD, target_BLD, order, T)
         logits_BTV = self.head(h_BTD)
         return restricted_log_softmax(logits_BTV, self._allowed(kinds_BL, order.perm[:, :T]))
@@ -387,7 +434,7 @@ class CausalTransformer(nn.Module):
                 given slots and the earlier blocks.
         """
         perm_BL = order.perm
-        gid_BL, kinds_BL, source_BLD, target_BLD = self._prepare(batch)
+        gid_BL, kinds_BL, source_BLD, target_BLD = self._prepare(batch, order)
         h_BLD = self._hidden(gid_BL, source_BLD, target_BLD, order, batch.length)
         predicted_BL = batch.target.gather(1, perm_BL)  # at each position: is its target predicted
         h_ND = h_BLD[predicted_BL]
@@ -516,10 +563,22 @@ class CausalTransformer(nn.Module):
         with evaluating(self):
             gid_BL = global_ids(values_BL, kinds_BL, self.offsets_K)
             _, _, source_BLD, target_BLD = self._prepare(template)
+            refresh = pos_level_BL = None
+            if self.input_proj is not None:  # slot inputs follow the values decoded so far
+                structure_BLD = target_BLD
+                _check_levels(self._slot_inputs_of(template)[1].to(device), order)
+                pos_level_BL = self._slot_inputs_of(template)[1].to(device).gather(1, perm_BL)
+
+                def refresh() -> torch.Tensor:
+                    decoded_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(pad_BL, 0)
+                    return structure_BLD + self._input_embedding(template.with_values(decoded_BL), None)
+
+                target_BLD = refresh()
             if big_blocks:
                 self._generate_blocks(
                     gid_BL, kinds_BL, source_BLD, target_BLD, order, n_given_B,
                     rng=rng, temperature=temperature, use_cache=use_cache, logp_out_BLV=logp_out_BLV,
+                    refresh=refresh,
                 )
             else:
                 cache = KVCache(self.config.depth, L) if use_cache else None
@@ -528,6 +587,9 @@ class CausalTransformer(nn.Module):
                     x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, prefix + 1)
                     h_BD = self.stack(x_BTD, causal=True, cache=cache)[:, -1]
                 for t in range(prefix, end):
+                    if (refresh is not None and not use_cache and t > prefix
+                            and bool((pos_level_BL[:, t] != pos_level_BL[:, t - 1]).any())):
+                        target_BLD = refresh()  # a new level: its inputs read the level just finished
                     if not use_cache:
                         x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, t + 1)
                         h_BD = self.stack(x_BTD, causal=True)[:, -1]
@@ -551,6 +613,8 @@ class CausalTransformer(nn.Module):
                             after_end_BL |= ended_B[:, None] & (order.rank() > t) & ~pad_BL
                             break
                     if use_cache and t + 1 < end:
+                        if refresh is not None and bool((pos_level_BL[:, t + 1] != pos_level_BL[:, t]).any()):
+                            target_BLD = refresh()
                         x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, t + 1, t + 2)
                         h_BD = self.stack(x_BTD, causal=True, cache=cache)[:, -1]
 
@@ -581,6 +645,7 @@ class CausalTransformer(nn.Module):
         temperature: float,
         use_cache: bool,
         logp_out_BLV: torch.Tensor | None,
+        refresh: Any = None,
     ) -> None:
         """Block layout sampling: fill the predicted slots of ``gid_BL`` block by block, in place.
 
@@ -602,6 +667,8 @@ class CausalTransformer(nn.Module):
             temperature: softmax temperature; 0 picks the most likely value.
             use_cache: KV cache, or the whole block layout recomputed for each block.
             logp_out_BLV: where to write the sampled slots' log-probabilities, or None.
+            refresh: None, or a function giving the target embeddings with the slot inputs of
+                the values decoded so far (called before each block after the first).
         """
         device = gid_BL.device
         B, L = gid_BL.shape
@@ -639,6 +706,8 @@ class CausalTransformer(nn.Module):
             pos_BW = torch.where(real_BW, start_BK[:, k : k + 1] + within_W, 0).clamp(max=L - 1)
             slot_BW = perm_BL.gather(1, pos_BW)
             block_BW = torch.full_like(pos_BW, k)
+            if refresh is not None and k > 0:
+                target_BLD = refresh()
             if use_cache and merged:
                 # group k: block k - 1's values (just sampled) with block k's targets, all stored
                 a, b = layout.offsets[k], layout.offsets[k + 1]

@@ -11,6 +11,7 @@ batch encoding and blank follow :class:`seqify_image.vq.AutoencoderTokenizer`.
 
 from __future__ import annotations
 
+import copy
 from typing import ClassVar
 
 import torch
@@ -89,6 +90,59 @@ class NextScaleTokenizer(AutoencoderTokenizer):
             out.append(slice(start, start + pn * pn))
             start += pn * pn
         return out
+
+    @property
+    def slot_input_dim(self) -> int:
+        """Width of :meth:`slot_inputs`' features: the code dimension (VAR's ``Cvae``)."""
+        return self.options.code_dim
+
+    def _quantizer_on(self, device: torch.device):
+        """The fitted multi-scale quantizer on ``device`` (a copy kept per device; CPU: the tokenizer's own)."""
+        quantizer = self.model.quantizer
+        if torch.device(device).type == "cpu":
+            return quantizer
+        copies = self.__dict__.setdefault("_quantizer_copies", {})
+        key = (str(device), id(quantizer))
+        if key not in copies:
+            copies.clear()
+            copies[key] = copy.deepcopy(quantizer).to(device).eval()
+        return copies[key]
+
+    @torch.no_grad()
+    def slot_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """VAR's ``f_hat`` inputs: for a slot of scale ``k``, the running reconstruction of
+        scales ``< k`` area-downsampled to scale ``k``'s grid, at the slot's cell
+        (:meth:`seqify_image.vqnet.MultiScaleQuantizer.scale_inputs`); zeros at scale 0.
+        The level of a slot is its scale. Values of scale ``k`` and finer are never read
+        for scale ``k``'s inputs, so a batch whose finer scales are not decoded yet gives
+        the right inputs for the next scale.
+
+        Args:
+            batch: a :class:`~seqify.types.TokenBatch` of next-scale tokens (coordinates
+                scale, row, col; padding allowed).
+
+        Returns:
+            ``inputs_BLF`` (float32, ``F = code_dim``) and ``level_BL`` (the scale).
+        """
+        values_BL, coords_BLC, pad_BL = batch.values, batch.coords.long(), batch.pad
+        device = values_BL.device
+        B, L = values_BL.shape
+        scales = self.scales
+        pn_S = torch.tensor(scales, device=device)
+        offsets_S = torch.tensor([0, *[pn * pn for pn in scales]], device=device).cumsum(0)[:-1]
+        scale_BL = coords_BLC[..., 0].masked_fill(pad_BL, 0).clamp(0, len(scales) - 1)
+        pn_BL = pn_S[scale_BL]
+        flat_BL = offsets_S[scale_BL] + coords_BLC[..., 1].clamp_min(0) * pn_BL + coords_BLC[..., 2].clamp_min(0)
+        N = sum(pn * pn for pn in scales)
+        flat_BL = flat_BL.clamp(0, N - 1).masked_fill(pad_BL, 0)
+        canon_BN = torch.zeros(B, N + 1, dtype=torch.long, device=device)  # column N takes the padding
+        codes_BL = values_BL.clamp(0, self.options.codebook_size - 1)
+        canon_BN.scatter_(1, flat_BL.masked_fill(pad_BL, N), codes_BL)
+        codes = [canon_BN[:, sl].view(B, pn, pn) for sl, pn in zip(self.scale_slices(), scales)]
+        per_scale = self._quantizer_on(device).scale_inputs(codes)
+        feats_BND = torch.cat([f.flatten(2).transpose(1, 2) for f in per_scale], dim=1).float()
+        inputs_BLF = feats_BND.gather(1, flat_BL[..., None].expand(-1, -1, feats_BND.shape[2]))
+        return inputs_BLF.masked_fill(pad_BL[..., None], 0.0), scale_BL
 
     def _tokens_to_codes(self, tokens: TokenSet) -> list[torch.Tensor] | None:
         L = sum(pn * pn for pn in self.scales)

@@ -300,6 +300,27 @@ class MultiScaleQuantizer(nn.Module):
         """MSE between ``f`` and ``f_hat`` after each scale (should fall as scales are added)."""
         return self._run(f_BDhw, with_loss=False)[3]
 
+    @torch.no_grad()
+    def scale_inputs(self, codes: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """VAR's teacher-forced inputs (``idxBl_to_var_input``): for each scale ``k``, the
+        running reconstruction ``f_hat`` of scales ``< k`` (each upsampled to the latent
+        grid and refined by its phi, summed), area-downsampled to scale ``k``'s grid:
+        ``[B, D, pn_k, pn_k]`` per scale, zeros for the first (whose input in VAR is the
+        start token). Scale ``k``'s input reads no code of scale ``k`` or finer.
+
+        Args:
+            codes: ``[codes_Bpp]`` coarse to fine (at least the scales before the last).
+        """
+        side, last = self.scales[-1], len(self.scales) - 1
+        B = codes[0].shape[0]
+        f_hat_BDhw = torch.zeros(B, self.codebook.dim, side, side, device=codes[0].device)
+        out = []
+        for si, pn in enumerate(self.scales):
+            out.append(F.interpolate(f_hat_BDhw, size=(pn, pn), mode="area") if si != last else f_hat_BDhw.clone())
+            if si != last:
+                f_hat_BDhw = f_hat_BDhw + self._scale_map(codes[si], si, side)
+        return out
+
     def codes_to_f(self, codes: Sequence[torch.Tensor]) -> torch.Tensor:
         """``f_hat [B, D, side, side]``: the sum of every scale's upsampled, refined codes."""
         if len(codes) != len(self.scales):

@@ -18,13 +18,14 @@ from seqify.compat import call_supported
 
 
 def build_model(cell: Cell, spec, seed: int):
-    """The generator (its weights drawn from the ``init`` stream of ``seed``), wrapped by
+    """The generator (its weights drawn from the ``init`` stream of ``seed``; given the cell's
+    tokenizer when its constructor takes ``tokenizer=``, e.g. for its slot inputs), wrapped by
     the orderer (the identity, except for a trainable orderer, which adds its policy;
     it is given the cell's tokenizer when its ``wrap`` takes ``tokenizer=``)."""
     from seqify import seeding
 
     seeding.seed_global(seed, "init")
-    generator = cell.generator_cls(spec, cell.generator_config)
+    generator = call_supported(cell.generator_cls, spec, cell.generator_config, tokenizer=cell.tokenizer)
     return call_supported(cell.orderer.wrap, generator, spec, tokenizer=cell.tokenizer)
 
 
