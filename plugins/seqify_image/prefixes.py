@@ -205,9 +205,9 @@ def prefix_generation(
     bootstrap intervals, the floor from validation images, confident share, classes).
     Beside them, the test images' own ``k``-prefix: the reconstruction MSE
     (:meth:`FlexTokTokenizer.prefix_reconstruction`) and the FD of those
-    reconstructions against the test images (what a generator that drew the test
-    images' own tokens would get; the same images on both sides, so it sits below the
-    floor).
+    reconstructions against the test images (what a generator that drew exactly the
+    test images' tokens would get; measured against the very images it reconstructs,
+    so a lossless decoder would score 0, below the validation-vs-test floor).
 
     Args:
         trained: a restored ``flextok`` cell (:func:`load_trained_cell`).
