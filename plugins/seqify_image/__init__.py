@@ -4,7 +4,8 @@
 Modules: :mod:`~seqify_image.items` (the ImageItem datum), :mod:`~seqify_image.data`
 (MNIST, digits, your folder or array), :mod:`~seqify_image.pixels` (pixel tokenizer),
 :mod:`~seqify_image.classifier` and :mod:`~seqify_image.metrics` (FD without
-Inception), :mod:`~seqify_image.render` (pictures), :mod:`~seqify_image.modality`.
+Inception), :mod:`~seqify_image.render` (pictures), :mod:`~seqify_image.modality`,
+:mod:`~seqify_image.prefixes` (``flextok`` generation with ``k`` tokens).
 Nothing heavy is imported here: the registry holds "module:Class" strings.
 """
 

@@ -30,7 +30,7 @@ from seqify.types import KindSpec, TokenizerSpec, TokenSet
 
 from seqify_image.alignnet import CausalDecoderAutoencoder, CRTAutoencoder, FlexAutoencoder
 from seqify_image.items import ImageItem
-from seqify_image.vq import AutoencoderTokenizer, VQOptions, VQTokenizer
+from seqify_image.vq import _CHUNK, AutoencoderTokenizer, VQOptions, VQTokenizer
 from seqify_image.vqnet import VQAutoencoder, fit_autoencoder, images_to_tensor
 
 __all__ = ["CausalNetOptions", "VQCausalOptions", "VQCRTOptions", "FlexTokOptions", "VQCausalTokenizer",
@@ -171,6 +171,58 @@ class FlexTokTokenizer(AutoencoderTokenizer):
         sequence_L = torch.empty(T, dtype=torch.long)
         sequence_L[position_L] = values_L
         return [sequence_L.view(1, 1, T)]
+
+    def sequences(self, tokens: list[TokenSet]) -> torch.Tensor:
+        """The codes of each token set by position, ``[N, n_tokens]`` (any slot order).
+
+        Raises ValueError naming the token set whose layout is not flextok's, or whose
+        values lie outside the codebook."""
+        T = self.options.n_tokens
+        out_NT = torch.empty(len(tokens), T, dtype=torch.long)
+        for n, tokenset in enumerate(tokens):
+            try:
+                codes = self._tokens_to_codes(tokenset)
+            except ValueError as exc:
+                raise ValueError(f"token set {n}: {exc}") from None
+            if codes is None:
+                raise ValueError(f"flextok tokenizer: token set {n} has values outside the codebook "
+                                 f"[0, {self.options.codebook_size})")
+            out_NT[n] = codes[0].view(T)
+        return out_NT
+
+    @torch.no_grad()
+    def decode_prefixes(self, codes_NK: torch.Tensor) -> list[ImageItem]:
+        """Images (at ``resolution``, pixels clipped to [0, 1]) from ``k`` codes each.
+
+        Each row holds the first ``k`` codes of a sequence (``1 <= k <= n_tokens``); the
+        decoder gets the learned mask vector in place of the other ``n_tokens - k``, as
+        in training's nested dropout (FlexTok decodes a truncated register sequence
+        the same way: the tail becomes its dropout mask token).
+
+        Args:
+            codes_NK: ``[N, k]`` code ids (any integer dtype).
+
+        Raises:
+            ValueError: for another shape, a ``k`` outside ``1..n_tokens``, or a code
+                outside the codebook.
+        """
+        T, V = self.options.n_tokens, self.options.codebook_size
+        codes_NK = torch.as_tensor(codes_NK)
+        if codes_NK.ndim != 2 or not 1 <= codes_NK.shape[1] <= T:
+            raise ValueError(f"flextok tokenizer: decode_prefixes takes [N, k] codes with 1 <= k <= {T}, got "
+                             f"shape {tuple(codes_NK.shape)}")
+        codes_NK = codes_NK.long().cpu()
+        if bool((codes_NK < 0).any() | (codes_NK >= V).any()):
+            raise ValueError(f"flextok tokenizer: decode_prefixes got codes outside the codebook [0, {V})")
+        N, k = codes_NK.shape
+        full_N1T = torch.zeros(N, 1, T, dtype=torch.long)  # the tail is never read: masked in decode_f
+        full_N1T[:, 0, :k] = codes_NK
+        out: list[ImageItem] = []
+        for start in range(0, N, _CHUNK):
+            x_B1RR = self.model.decode_prefix(full_N1T[start : start + _CHUNK], k).clamp(0.0, 1.0)
+            out.extend(ImageItem(pixels=x_1RR[0].numpy().astype(np.float32), label=None,
+                                 source=f"{self.name}:prefix{k}") for x_1RR in x_B1RR)
+        return out
 
     @torch.no_grad()
     def prefix_reconstruction(self, items: list[ImageItem], lengths: list[int] | None = None) -> dict[int, float]:
