@@ -357,3 +357,14 @@ def test_the_cli_passes_the_sampling_options_and_condition(monkeypatch):
     assert seen["bench"].overrides == {}  # nothing given: the budget's defaults
     help_text = runner.invoke(app, ["bench", "--help"]).output
     assert all(flag in help_text for flag in ("--top-k", "--top-p", "--guidance", "--condition"))
+
+
+def test_guided_causal_sampling_is_the_same_with_and_without_the_kv_cache(trained):
+    name, model = trained
+    if name != "causal":
+        pytest.skip("the KV cache is the causal generator's")
+    for orderer in _orderers(name):  # blocks of one and blocks of three
+        def draw(cache):
+            return model.sample(_template([0, 1, 2, 3, 1]), orderer, rng=torch.Generator().manual_seed(5),
+                                guidance=1.5, guidance_schedule="linear", top_k=3, use_cache=cache).values
+        assert torch.equal(draw(True), draw(False))
