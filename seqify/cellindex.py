@@ -64,7 +64,9 @@ def cell_key(cell, budget: str, seed: int, tokenizer_seed: int | None = None,
     seed and a digest of a loaded tokenizer state file are added only when given, so
     the cells of an older index keep their keys."""
     names = cell.names
-    resolved = json.dumps([cell.config.model_dump(), cell.generator_config.model_dump()], sort_keys=True, default=str)
+    from seqify.config import key_dump
+
+    resolved = json.dumps([key_dump(cell.config), key_dump(cell.generator_config)], sort_keys=True, default=str)
     parts = [names["modality"], names["dataset"], names["tokenizer"], names["orderer"], names["train_orderer"],
              names["generator"], budget, seed, hashlib.sha1(resolved.encode()).hexdigest()[:12]]
     if tokenizer_seed is not None:

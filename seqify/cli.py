@@ -59,6 +59,37 @@ _TOKENIZER_STATE_HELP = ("Load this tokenizer state (a run's tokenizer_state.pt)
                          "tokenizer on another machine.")
 
 
+_TEMPERATURE = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy; default: the budget's, 1 "
+                            "for most modalities).")
+_TOP_K = typer.Option(None, "--top-k", help="Draw each value among the k most likely only (default: off).")
+_TOP_P = typer.Option(None, "--top-p", help="Nucleus sampling: draw among the smallest set of most likely values "
+                      "holding this probability, in (0, 1] (default: off).")
+_GUIDANCE = typer.Option(None, "--guidance", help="Classifier-free guidance scale s of a class-conditional model: "
+                         "logits (1+s) cond - s uncond, as VAR (default: off).")
+_SCHEDULE = typer.Option(None, "--guidance-schedule", help="constant | linear (from 0 at the first step or block to "
+                         "--guidance at the last, VAR's ramp; default: constant).")
+_CONDITION = typer.Option(False, "--condition", help="Train a class-conditional generator (generator.condition = true) "
+                          "on the classes the modality declares (e.g. the MNIST digit), with 10% label dropout.")
+
+
+def _sampling(temperature: Optional[float], top_k: Optional[int], top_p: Optional[float], guidance: Optional[float],
+              schedule: Optional[str]) -> dict[str, Any]:
+    """The sampling options given on the command line, as ``eval`` settings."""
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance": guidance,
+             "guidance_schedule": schedule}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _overrides(sampling: dict[str, Any], condition: bool) -> dict[str, Any]:
+    """Configuration layered over the budget and --config: the sampling options and --condition."""
+    out: dict[str, Any] = {}
+    if sampling:
+        out["eval"] = sampling
+    if condition:
+        out["generator"] = {"condition": True}
+    return out
+
+
 def _single_process(command: str) -> None:
     """Refuse to run ``command`` under torchrun: it runs cells one after another."""
     from seqify.distributed import env_world_size
@@ -198,6 +229,12 @@ def bench(
     config: Optional[Path] = typer.Option(None, "--config", help="TOML/YAML/JSON file with any configuration field."),
     train_orderer: Optional[str] = typer.Option(None, "--train-orderer", help="Train under this orderer instead (e.g. random), then score and sample with --orderer."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Resume an interrupted run from DIR/train_state.pt (the same command and seed); --no-resume trains from the start."),
+    condition: bool = _CONDITION,
+    temperature: Optional[float] = _TEMPERATURE,
+    top_k: Optional[int] = _TOP_K,
+    top_p: Optional[float] = _TOP_P,
+    guidance: Optional[float] = _GUIDANCE,
+    guidance_schedule: Optional[str] = _SCHEDULE,
 ) -> None:
     """Train, measure modelability on the test split, generate, and write DIR/results.json.
 
@@ -210,7 +247,8 @@ def bench(
     req = BenchRequest(modality=modality, orderer=orderer, out=out, dataset=dataset, data=data, tokenizer=tokenizer,
                        generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config,
                        train_orderer=train_orderer, resume=resume, tokenizer_seed=tokenizer_seed,
-                       tokenizer_state=tokenizer_state)
+                       tokenizer_state=tokenizer_state,
+                       overrides=_overrides(_sampling(temperature, top_k, top_p, guidance, guidance_schedule), condition))
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     try:
         with (RichReporter() if main_process else contextlib.nullcontext(Reporter())) as rep:
@@ -271,6 +309,12 @@ def matrix(
     partition: Optional[str] = _PARTITION,
     time_limit: int = _TIME,
     slurm_cluster: Optional[str] = _CLUSTER,
+    condition: bool = _CONDITION,
+    temperature: Optional[float] = _TEMPERATURE,
+    top_k: Optional[int] = _TOP_K,
+    top_p: Optional[float] = _TOP_P,
+    guidance: Optional[float] = _GUIDANCE,
+    guidance_schedule: Optional[str] = _SCHEDULE,
 ) -> None:
     """Run every compatible cell, resuming from DIR/index.sqlite; write a comparison table and heatmap."""
     from seqify.matrix import MatrixRequest, run_matrix
@@ -281,6 +325,8 @@ def matrix(
                         generators=_split(generators), tokenizers=_split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
                         train_orderer=train_orderer, seeds=_seeds(seeds, "--seeds"),
                         tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"), tokenizer_state=tokenizer_state,
+                        overrides=_overrides(_sampling(temperature, top_k, top_p, guidance, guidance_schedule),
+                                             condition),
                         execution=_execution(jobs, threads, executor, address, cpus_per_cell, gpus_per_cell, partition,
                                              time_limit, slurm_cluster))
     try:
@@ -366,6 +412,10 @@ def sample(
     n: Optional[int] = typer.Option(None, "--n", help="Items to generate (default: as in the run)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampling seed (default: the run's seed)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature (0: greedy)."),
+    top_k: Optional[int] = _TOP_K,
+    top_p: Optional[float] = _TOP_P,
+    guidance: Optional[float] = _GUIDANCE,
+    guidance_schedule: Optional[str] = _SCHEDULE,
     score: Optional[int] = typer.Option(None, "--score", help="Also score modelability on the first N test items."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Evaluate on another dataset of the run's modality "
@@ -379,7 +429,8 @@ def sample(
     try:
         with RichReporter() as rep:
             result = run_sample(run, out, n=n, seed=seed, device=device, temperature=temperature, score=score,
-                                reporter=rep, dataset=dataset, data=data)
+                                reporter=rep, dataset=dataset, data=data,
+                                sampling=_sampling(None, top_k, top_p, guidance, guidance_schedule))
     except SeqifyError as exc:
         _fail(exc)
     evaluated = result.results["evaluated_on"]["dataset"]

@@ -30,7 +30,7 @@ from seqify.protocols import (
 )
 
 __all__ = ["PluginCompatibilityWarning", "protocol_members", "component_protocol", "required_members",
-           "optional_members", "check_component", "call_supported"]
+           "optional_members", "check_component", "call_supported", "unsupported_keywords"]
 
 
 class PluginCompatibilityWarning(UserWarning):
@@ -140,6 +140,13 @@ def call_supported(fn: Any, *args: Any, **kwargs: Any) -> Any:
     if accepted is not None:
         kwargs = {k: v for k, v in kwargs.items() if k in accepted}
     return fn(*args, **kwargs)
+
+
+def unsupported_keywords(fn: Any, kwargs: dict[str, Any]) -> list[str]:
+    """The names in ``kwargs`` that ``fn`` does not accept (none when it takes ``**kwargs``):
+    for optional arguments that the user asked for, whose silent omission would be wrong."""
+    accepted = _accepted_keywords(fn)
+    return [] if accepted is None else [k for k in kwargs if k not in accepted]
 
 
 def _accepted_keywords(fn: Any) -> set[str] | None:

@@ -56,7 +56,29 @@ class EvalConfig(_Strict):
     n_samples: int = Field(512, ge=1, description="items generated or completed")
     batch_size: int = Field(256, ge=1, description="items per forward pass at evaluation")
     temperature: float = Field(1.0, ge=0, description="sampling temperature (0: greedy, the most likely value)")
+    top_k: int | None = Field(None, ge=1, description="draw each value among the k most likely only (None: off)")
+    top_p: float | None = Field(None, gt=0, le=1, description="draw each value among the smallest set of most likely "
+                                                             "values holding this probability (nucleus; None: off)")
+    guidance: float | None = Field(None, ge=0, description="classifier-free guidance scale s of a class-conditional "
+                                                          "model (generator.condition): logits (1 + s) cond - s "
+                                                          "uncond, as VAR (None or 0: plain conditional sampling)")
+    guidance_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="guidance scale over the sampling steps: constant, or linear from 0 at the first "
+                                "step (block) to `guidance` at the last (VAR's ramp)")
     orders_per_item: int = Field(1, ge=1, description="orders sampled per test item for stochastic orderers")
+
+    def sampling_keywords(self) -> dict[str, Any]:
+        """The optional ``Generator.sample`` keywords the user set (top_k, top_p, guidance
+        and its schedule); empty by default, so a generator without them keeps working."""
+        found: dict[str, Any] = {}
+        if self.top_k is not None:
+            found["top_k"] = self.top_k
+        if self.top_p is not None:
+            found["top_p"] = self.top_p
+        if self.guidance is not None:
+            found["guidance"] = self.guidance
+            found["guidance_schedule"] = self.guidance_schedule
+        return found
 
 
 class DataConfig(_Strict):
@@ -76,6 +98,26 @@ class BenchConfig(_Strict):
     train_orderer: dict[str, Any] = Field(default_factory=dict,
                                           description="settings of the training orderer (--train-orderer)")
     tokenizer: dict[str, Any] = Field(default_factory=dict, description="tokenizer settings")
+
+
+#: settings added after cache and index keys were defined (sampling controls, class
+#: conditioning): :func:`key_dump` leaves them out while they hold these defaults, so
+#: the keys of earlier matrix indexes and shared models stay valid
+LATER_DEFAULTS: dict[str, Any] = {"top_k": None, "top_p": None, "guidance": None, "guidance_schedule": "constant",
+                                  "condition": False, "cond_drop": 0.1}
+
+
+def key_dump(model: BaseModel) -> dict[str, Any]:
+    """``model.model_dump()`` for hashing into a key, without the :data:`LATER_DEFAULTS`
+    fields that still hold their default (at any depth)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+        return value
+
+    return strip(model.model_dump())
 
 
 def deep_merge(base: dict, over: dict) -> dict:

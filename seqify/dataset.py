@@ -33,7 +33,9 @@ def _small_int(max_value: int) -> torch.dtype:
 @dataclass
 class TokenTable:
     """A split as padded tensors: values/kinds ``[N, L]``, coords ``[N, L, C]``,
-    given ``[N, L]``, lengths ``[N]`` and one meta dict per item."""
+    given ``[N, L]``, lengths ``[N]``, one meta dict per item, and, for a conditional
+    generator, each item's condition class ``cond`` ``[N]`` (set by the runner from
+    :meth:`seqify.protocols.Modality.condition`; never cached with the tokens)."""
 
     values: torch.Tensor
     kinds: torch.Tensor
@@ -43,6 +45,8 @@ class TokenTable:
     meta: list[dict[str, Any]] = field(default_factory=list)
     #: the tokenizer's coordinate names, carried by every batch (see TokenBatch.coord_names)
     coord_names: tuple[str, ...] = ()
+    #: ``[N]`` long condition class of each item (-1: none), or None: batches carry no condition
+    cond: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -90,6 +94,7 @@ class TokenTable:
             pad=pad,
             meta=[self.meta[i] for i in idx.tolist()] if self.meta else [{} for _ in range(len(idx))],
             coord_names=self.coord_names,
+            cond=None if self.cond is None else self.cond[idx].long(),
         )
         return b.to(device)
 

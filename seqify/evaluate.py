@@ -114,10 +114,14 @@ def sample_items(
     on_batch: Callable[[int], None] | None = None,
     precision: str = "auto",
     coord_names: tuple[str, ...] = (),
+    controls: dict | None = None,
 ) -> list[TokenSet]:
     """Fill every template with ``model.sample``, in batches, reproducibly from ``seed``,
     in the arithmetic of ``precision`` (``TrainConfig.precision``); the batches carry
-    ``coord_names`` (the tokenizer's ``spec.coord_names``) for the orderer."""
+    ``coord_names`` (the tokenizer's ``spec.coord_names``) for the orderer, and each
+    template's condition class (``TokenSet.cond``) when it has one. ``controls``: more
+    keywords of ``sample`` (top_k, top_p, guidance, guidance_schedule), passed only when
+    given (:meth:`seqify.config.EvalConfig.sampling_keywords`)."""
     model.eval()
     rng = torch.Generator().manual_seed(seed)
     out: list[TokenSet] = []
@@ -125,7 +129,7 @@ def sample_items(
         chunk = templates[start : start + batch_size]
         batch: TokenBatch = collate(chunk, coord_names=coord_names).to(device)
         with autocast(device, precision):
-            filled = model.sample(batch, orderer, rng=rng, temperature=temperature)
+            filled = model.sample(batch, orderer, rng=rng, temperature=temperature, **(controls or {}))
         out.extend(filled.unbatch())
         if on_batch is not None:
             on_batch(len(chunk))

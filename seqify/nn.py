@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,13 @@ __all__ = [
     "restricted_log_softmax",
     "gumbel_noise",
     "pick_values",
+    "truncate_logits",
+    "guided_logits",
+    "SamplingControls",
+    "draw_values",
+    "ConditionConfig",
+    "ClassEmbedding",
+    "with_null_rows",
     "evaluating",
     "build_config",
     "describe",
@@ -431,11 +440,158 @@ def gumbel_noise(shape: tuple[int, ...], rng: torch.Generator, device: torch.dev
     return (-torch.log(-torch.log(u))).to(device)
 
 
-def pick_values(logp_NV: torch.Tensor, temperature: float, noise_NV: torch.Tensor | None) -> torch.Tensor:
-    """Sample ids (Gumbel-max at ``temperature``), or the argmax when temperature is 0."""
+def pick_values(
+    logp_NV: torch.Tensor, temperature: float, noise_NV: torch.Tensor | None, *,
+    top_k: int | None = None, top_p: float | None = None,
+) -> torch.Tensor:
+    """Sample ids (Gumbel-max at ``temperature``), or the argmax when temperature is 0.
+
+    Every generator draws its values here. With ``top_k`` / ``top_p`` the draw is
+    restricted (:func:`truncate_logits`) after the temperature is applied, as
+    Hugging Face's samplers order them (VAR has no temperature); without them (the
+    default) the draw is the plain Gumbel-max of earlier releases, bit for bit.
+
+    Args:
+        logp_NV: log-probabilities (or logits) over the last axis; -inf where not allowed.
+        temperature: softmax temperature; 0 picks the most likely value.
+        noise_NV: standard Gumbel noise of the same shape (None: the argmax).
+        top_k: draw only among the ``top_k`` most likely values (ties kept).
+        top_p: draw only among the smallest set of most likely values whose
+            probability reaches ``top_p`` (nucleus sampling).
+    """
     if temperature == 0 or noise_NV is None:
         return logp_NV.argmax(dim=-1)
-    return (logp_NV / temperature + noise_NV).argmax(dim=-1)
+    scaled_NV = logp_NV / temperature
+    if top_k is not None or top_p is not None:
+        scaled_NV = truncate_logits(scaled_NV, top_k=top_k, top_p=top_p)
+    return (scaled_NV + noise_NV).argmax(dim=-1)
+
+
+def truncate_logits(logits_NV: torch.Tensor, *, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """``logits_NV`` with -inf outside the values a top-k / top-p draw may pick.
+
+    Top-k keeps the ``top_k`` largest logits of each row (and any tied with the k-th,
+    as VAR's ``sample_with_top_k_top_p_``); top-p then keeps, of what is left, the
+    smallest set of largest values whose probability (softmax over the row) reaches
+    ``top_p``: a value is kept when the mass of the values above it is below
+    ``top_p``, so the most likely value is always kept (VAR's rule, "remove where the
+    ascending cumulative mass is at most 1 - p", is the same set). Not in place.
+
+    Args:
+        logits_NV: logits or log-probabilities over the last axis (-inf: not allowed).
+        top_k: >= 1, or None for no top-k.
+        top_p: in (0, 1], or None for no top-p (1 keeps every allowed value).
+    """
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if top_k < logits_NV.shape[-1]:
+            kth_N1 = logits_NV.topk(top_k, dim=-1).values[..., -1:]
+            logits_NV = logits_NV.masked_fill(logits_NV < kth_N1, float("-inf"))
+    if top_p is not None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_p < 1:
+            sorted_NV, index_NV = logits_NV.sort(dim=-1, descending=True)
+            probs_NV = sorted_NV.float().softmax(dim=-1)
+            above_NV = probs_NV.cumsum(dim=-1) - probs_NV  # mass of the values ranked above each
+            drop_sorted_NV = above_NV >= top_p
+            drop_sorted_NV[..., 0] = False
+            drop_NV = torch.zeros_like(drop_sorted_NV).scatter(-1, index_NV, drop_sorted_NV)
+            logits_NV = logits_NV.masked_fill(drop_NV, float("-inf"))
+    return logits_NV
+
+
+def guided_logits(logits_2NV: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance as VAR computes it: ``(1 + s) * cond - s * uncond``.
+
+    Args:
+        logits_2NV: the conditional rows, then as many unconditional (null class) rows,
+            along the first axis.
+        scale: the guidance scale ``s`` at this step (0: the conditional logits).
+    """
+    cond_NV, uncond_NV = logits_2NV.chunk(2, dim=0)
+    return (1 + scale) * cond_NV - scale * uncond_NV
+
+
+@dataclass(frozen=True)
+class SamplingControls:
+    """How a generator draws values: temperature, top-k, top-p and classifier-free guidance.
+
+    Args:
+        temperature: softmax temperature; 0 picks the most likely value.
+        top_k, top_p: restrict each draw (:func:`truncate_logits`); None: no restriction.
+        guidance: classifier-free guidance scale ``s`` of a conditional model
+            (:func:`guided_logits`); 0: plain conditional sampling, no second pass.
+        guidance_schedule: "constant" (``s`` at every step) or "linear" (VAR's ramp:
+            ``s * step / (n_steps - 1)``, from 0 at the first step or block to ``s``
+            at the last; a single step gets ``s``).
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    guidance: float = 0.0
+    guidance_schedule: Literal["constant", "linear"] = "constant"
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
+        if self.top_k is not None and int(self.top_k) < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0 < float(self.top_p) <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not math.isfinite(self.guidance) or self.guidance < 0:
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance}")
+        if self.guidance_schedule not in ("constant", "linear"):
+            raise ValueError(f"guidance_schedule must be 'constant' or 'linear', got {self.guidance_schedule!r}")
+
+    @property
+    def guided(self) -> bool:
+        """True when each step needs the unconditional (null class) rows too."""
+        return self.guidance > 0
+
+    def scale(self, step: int, n_steps: int) -> float:
+        """The guidance scale at ``step`` of ``n_steps`` (blocks, or slots for blocks of one)."""
+        if self.guidance_schedule == "constant" or n_steps <= 1:
+            return self.guidance
+        return self.guidance * min(max(step, 0), n_steps - 1) / (n_steps - 1)
+
+    def twice(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` repeated for the null-class rows when guided (the identity otherwise)."""
+        return torch.cat([x, x], dim=0) if self.guided else x
+
+
+def draw_values(
+    logits_NxV: torch.Tensor, allowed_NxV: torch.Tensor, rng: torch.Generator, sampling: SamplingControls, *,
+    step: int = 0, n_steps: int = 1, noise_NxV: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One sampling step shared by the generators: guidance, restricted log-softmax, draw.
+
+    When ``sampling.guided``, the first half of the rows are the conditional ones and
+    the second half the same items under the null class; they are combined
+    (:func:`guided_logits`) before the draw, and the log-probabilities and choices come
+    back repeated for both halves (so both halves keep the same values).
+
+    Args:
+        logits_NxV: logits, rows first (any axes between the rows and the values).
+        allowed_NxV: bool, the values each position may take.
+        rng: CPU generator of the Gumbel noise (one draw of the guided shape).
+        sampling: the controls.
+        step, n_steps: where this step is, for a ramped guidance schedule.
+        noise_NxV: noise to use instead of a fresh draw (the shape of the guided rows).
+
+    Returns:
+        ``(logp_NxV, choice_Nx)``: float32 log-probabilities the values were drawn from
+        (at temperature 1, after guidance, before top-k / top-p) and the chosen ids.
+    """
+    if sampling.guided:
+        logits_NxV = guided_logits(logits_NxV, sampling.scale(step, n_steps))
+        allowed_NxV = allowed_NxV[: logits_NxV.shape[0]]
+    logp_NxV = restricted_log_softmax(logits_NxV, allowed_NxV)
+    if noise_NxV is None and sampling.temperature > 0:
+        noise_NxV = gumbel_noise(tuple(logp_NxV.shape), rng, logp_NxV.device)
+    choice_Nx = pick_values(logp_NxV, sampling.temperature, noise_NxV, top_k=sampling.top_k, top_p=sampling.top_p)
+    return sampling.twice(logp_NxV), sampling.twice(choice_Nx)
 
 
 def check_temperature(temperature: float) -> float:
@@ -443,6 +599,85 @@ def check_temperature(temperature: float) -> float:
     if not math.isfinite(temperature) or temperature < 0:
         raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
     return temperature
+
+
+class ConditionConfig(BaseModel):
+    """Class conditioning of a generator (VAR's class label with label dropout)."""
+
+    condition: bool = Field(False, description="condition on each item's class (the modality's declared condition, "
+                                               "e.g. the MNIST digit): needed for classifier-free guidance; "
+                                               "false: unconditional, as before")
+    cond_drop: float = Field(0.1, ge=0.0, lt=1.0, description="while training, the share of items whose class is "
+                                                             "replaced by the null class (VAR: 0.1), which "
+                                                             "classifier-free guidance samples from")
+
+
+class ClassEmbedding(nn.Module):
+    """Embeddings of ``n`` condition classes and one null class (index ``n``).
+
+    The null class stands for a dropped label (label dropout while training, so that
+    the same model also predicts unconditionally) and for an item without a condition
+    (-1), as VAR's ``class_emb`` of ``num_classes + 1`` rows.
+
+    Args:
+        n: number of condition classes (ids ``0 .. n-1``).
+        d_model: width.
+        drop: the share of labels replaced by the null class in :meth:`labels` with ``drop=True``.
+    """
+
+    def __init__(self, n: int, d_model: int, drop: float = 0.1):
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"a class embedding needs at least one class, got {n}")
+        self.n, self.drop = int(n), float(drop)
+        self.table = nn.Embedding(self.n + 1, d_model)
+
+    def __repr__(self) -> str:
+        return f"ClassEmbedding(n={self.n}, drop={self.drop})"
+
+    def labels(self, batch: TokenBatch, *, drop: bool = False, required: bool = True, who: str = "generator") -> torch.Tensor:
+        """``[B]`` class ids of the batch, -1 (none) mapped to the null class ``n``.
+
+        Args:
+            batch: its ``cond`` holds the classes.
+            drop: replace each label by the null class with probability ``self.drop``
+                (torch's global stream: training's ``dropout`` stream).
+            required: a batch without ``cond`` is an error (True) or all null class (False:
+                unconditional sampling from a conditional model).
+            who: name used in messages.
+        """
+        B, device = batch.batch_size, batch.values.device
+        if batch.cond is None:
+            if required:
+                raise ValueError(f"{who}: the model is class-conditional ({self.n} classes) but the batch carries "
+                                 "no condition (TokenBatch.cond)")
+            return torch.full((B,), self.n, dtype=torch.long, device=device)
+        cond_B = batch.cond.to(device).long()
+        bad_B = cond_B >= self.n
+        if bool(bad_B.any()):
+            b = int(bad_B.nonzero()[0, 0])
+            raise ValueError(f"{who}: item {b} has condition {int(cond_B[b])}, outside the model's {self.n} classes")
+        label_B = torch.where(cond_B < 0, torch.full_like(cond_B, self.n), cond_B)
+        if drop and self.drop > 0:
+            label_B = torch.where(torch.rand(B, device=device) < self.drop, torch.full_like(label_B, self.n), label_B)
+        return label_B
+
+    def forward(self, label_B: torch.Tensor) -> torch.Tensor:
+        """``[B, D]`` embedding of each label (``n``: the null class)."""
+        return self.table(label_B)
+
+
+def with_null_rows(batch: TokenBatch) -> TokenBatch:
+    """The batch followed by a copy of itself without condition (cond -1: the null
+    class), the rows classifier-free guidance reads its unconditional logits from."""
+    B = batch.batch_size
+    cond_B = batch.cond if batch.cond is not None else torch.full((B,), -1, dtype=torch.long, device=batch.values.device)
+    return TokenBatch(
+        torch.cat([batch.values, batch.values]), torch.cat([batch.kinds, batch.kinds]),
+        torch.cat([batch.coords, batch.coords]), torch.cat([batch.given, batch.given]),
+        torch.cat([batch.pad, batch.pad]), [*batch.meta, *batch.meta], batch.coord_names,
+        torch.cat([cond_B, torch.full_like(cond_B, -1)]),
+    )
 
 
 @contextlib.contextmanager

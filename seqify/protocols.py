@@ -449,8 +449,11 @@ class Generator(Protocol):
     """A sequence model over token sets, trained and evaluated under orders.
 
     Constructed as ``Generator(spec, config)`` where ``config`` is an instance of
-    ``config_model``. Generators are ``torch.nn.Module`` subclasses so the runner
-    can move, train and checkpoint them.
+    ``config_model``; when the constructor takes it, the runner also passes
+    ``conditions=`` (the number of condition classes the modality declares for the
+    dataset, :meth:`Modality.num_conditions`; 0 when none), which a class-conditional
+    generator sizes its class embedding with. Generators are ``torch.nn.Module``
+    subclasses so the runner can move, train and checkpoint them.
     """
 
     #: pydantic model of this generator's settings (defaults run on a laptop)
@@ -463,6 +466,11 @@ class Generator(Protocol):
     sizes: ClassVar[dict[str, dict[str, Any]]]
     #: preference when a cell names no generator (default 0; see :class:`BaseGenerator`)
     default_priority: ClassVar[int]
+    #: condition classes of a class-conditional model (0: unconditional, the default). When
+    #: it is above 0 the runner gives every batch the items' classes (``TokenBatch.cond``,
+    #: the true labels for training and scoring) and samples from classes drawn from the
+    #: test split's label distribution
+    conditions: int
 
     def loss(self, batch: TokenBatch, order: OrderBatch) -> torch.Tensor:
         """Scalar training loss in nats per predicted slot for one training step."""
@@ -487,7 +495,15 @@ class Generator(Protocol):
         rng: torch.Generator,
         temperature: float = 1.0,
     ) -> TokenBatch:
-        """Fill the non-given slots of ``template`` following ``orderer``."""
+        """Fill the non-given slots of ``template`` following ``orderer``.
+
+        Optional keyword arguments, passed only when the user sets them (a generator
+        without them keeps working, and setting them with it is an error naming it):
+        ``top_k`` (int), ``top_p`` (float in (0, 1]), ``guidance`` (classifier-free
+        guidance scale, float >= 0, for a conditional model) and ``guidance_schedule``
+        ("constant" or "linear"); :class:`seqify.nn.SamplingControls` and
+        :func:`seqify.nn.draw_values` implement them for the built-in generators.
+        """
         ...
 
 
@@ -512,6 +528,8 @@ class BaseGenerator:
     #: when a cell names no generator, the highest-priority generator whose ``caps`` the
     #: orderer accepts runs it (ties: by name)
     default_priority: ClassVar[int] = 0
+    #: unconditional
+    conditions: int = 0
 
 
 @runtime_checkable
@@ -606,6 +624,18 @@ class Modality(Protocol):
         round trip (default ``==``; e.g. molecules compare canonical SMILES)."""
         ...
 
+    def num_conditions(self, splits: Splits) -> int:
+        """How many condition classes the items of ``splits`` carry (class ids ``0 ..
+        n-1``, e.g. the 10 digits of MNIST), for a class-conditional generator
+        (``generator.condition``); 0: this dataset declares no condition. Default: 0."""
+        ...
+
+    def condition(self, item: Any) -> int | None:
+        """The condition class of one loaded item (``0 .. num_conditions - 1``), or None
+        when it has none. The runner reads it for every item of every split when the
+        generator is conditional. Default: None."""
+        ...
+
 
 class BaseModality:
     """Defaults for a modality's optional members."""
@@ -645,6 +675,14 @@ class BaseModality:
     def items_equal(self, decoded: Any, item: Any) -> bool:
         """``decoded == item``."""
         return bool(decoded == item)
+
+    def num_conditions(self, splits: Splits) -> int:
+        """No condition."""
+        return 0
+
+    def condition(self, item: Any) -> int | None:
+        """No condition."""
+        return None
 
 
 #: the version of these protocols. A release within one version only adds optional

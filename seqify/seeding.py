@@ -11,7 +11,9 @@ never collide:
   global torch stream (dropout, a model's own noise) while training;
 - ``validation``: the validation loss, in a forked RNG state that leaves the training
   streams untouched (CPU and CUDA);
-- ``score``, ``templates``, ``sample``, ``diagnostics``: evaluation.
+- ``score``, ``templates``, ``sample``, ``diagnostics``: evaluation;
+- ``conditions``: the classes a conditional model samples from (drawn from the test
+  split's label distribution).
 
 Fitting a tokenizer runs under :func:`deterministic` as well: a fitted codebook is
 what later numbers rest on, so its kernels should not move it from run to run.
@@ -24,7 +26,7 @@ import hashlib
 from collections.abc import Iterator
 
 STREAMS = ("init", "tokenizer", "batches", "orders", "dropout", "validation", "score", "templates", "sample",
-           "diagnostics")
+           "diagnostics", "conditions")
 
 
 def stream_seed(seed: int, stream: str, rank: int = 0) -> int:

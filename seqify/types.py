@@ -116,6 +116,9 @@ class TokenSet:
         coords: ``[L, C]`` long, the slot's place in the datum's structure.
         given: ``[L]`` bool, conditioning slots (Sudoku clues): never predicted.
         meta: whatever decoding needs beyond the slots (kept out of tensors).
+        cond: the item's condition, a class id the modality declares
+            (:meth:`seqify.protocols.Modality.condition`), that a conditional generator
+            reads; None: none (a conditional generator then uses its null class).
     """
 
     values: torch.Tensor
@@ -123,6 +126,7 @@ class TokenSet:
     coords: torch.Tensor
     given: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    cond: int | None = None
 
     def __post_init__(self) -> None:
         n = self.values.shape[0]
@@ -141,7 +145,7 @@ class TokenSet:
 
     def with_values(self, values: torch.Tensor) -> "TokenSet":
         """A copy with new values (structure, given flags and meta kept)."""
-        return TokenSet(values.clone(), self.kinds, self.coords, self.given, dict(self.meta))
+        return TokenSet(values.clone(), self.kinds, self.coords, self.given, dict(self.meta), self.cond)
 
 
 @dataclass
@@ -149,7 +153,9 @@ class TokenBatch:
     """Token sets padded to a common length.
 
     ``pad`` marks padding (True = not a real slot); padded slots have value 0,
-    kind 0, coords 0 and are never given, predicted or scored.
+    kind 0, coords 0 and are never given, predicted or scored. ``cond`` (``[B]`` long,
+    or None) holds each item's condition class for a conditional generator; -1 (or
+    no ``cond`` at all) means none, which such a generator reads as its null class.
     """
 
     values: torch.Tensor  # [B, L] long
@@ -161,6 +167,8 @@ class TokenBatch:
     #: the names of the coordinate axes (the tokenizer's ``spec.coord_names``), so that an
     #: orderer reads the structure off the batch; () when the batch was built without them
     coord_names: tuple[str, ...] = ()
+    #: ``[B]`` long, each item's condition class (-1: none); None when the batch carries none
+    cond: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -184,21 +192,25 @@ class TokenBatch:
             self.pad.to(device),
             self.meta,
             self.coord_names,
+            None if self.cond is None else self.cond.to(device),
         )
 
     def rows(self, index: slice) -> "TokenBatch":
         """Items ``index`` (a slice of the batch), at the same padded length."""
         return TokenBatch(self.values[index], self.kinds[index], self.coords[index], self.given[index],
-                          self.pad[index], self.meta[index], self.coord_names)
+                          self.pad[index], self.meta[index], self.coord_names,
+                          None if self.cond is None else self.cond[index])
 
     def with_values(self, values_BL: torch.Tensor) -> "TokenBatch":
         """A copy with new values; structure is shared, nothing is mutated."""
-        return TokenBatch(values_BL, self.kinds, self.coords, self.given, self.pad, self.meta, self.coord_names)
+        return TokenBatch(values_BL, self.kinds, self.coords, self.given, self.pad, self.meta, self.coord_names,
+                          self.cond)
 
     def unbatch(self) -> list[TokenSet]:
         """Back to one :class:`TokenSet` per item, padding removed."""
         out = []
         values = self.values.cpu()
+        cond = None if self.cond is None else self.cond.cpu().tolist()
         for b in range(self.batch_size):
             keep = ~self.pad[b].cpu()
             out.append(
@@ -208,6 +220,7 @@ class TokenBatch:
                     self.coords[b].cpu()[keep].clone(),
                     self.given[b].cpu()[keep].clone(),
                     dict(self.meta[b]) if b < len(self.meta) else {},
+                    None if cond is None or cond[b] < 0 else int(cond[b]),
                 )
             )
         return out
@@ -215,7 +228,8 @@ class TokenBatch:
 
 def collate(items: list[TokenSet], length: int | None = None, *, coord_names: tuple[str, ...] = ()) -> TokenBatch:
     """Pad token sets into one :class:`TokenBatch` (to ``length`` if given), whose axes
-    are named ``coord_names`` (the tokenizer's ``spec.coord_names``)."""
+    are named ``coord_names`` (the tokenizer's ``spec.coord_names``). The batch carries
+    ``cond`` when some item has one (-1 for those without)."""
     if not items:
         raise ValueError("collate needs at least one TokenSet")
     L = max(len(t) for t in items) if length is None else length
@@ -237,7 +251,10 @@ def collate(items: list[TokenSet], length: int | None = None, *, coord_names: tu
         coords[b, :n] = t.coords
         given[b, :n] = t.given
         pad[b, :n] = False
-    return TokenBatch(values, kinds, coords, given, pad, [dict(t.meta) for t in items], tuple(coord_names))
+    cond = None
+    if any(t.cond is not None for t in items):
+        cond = torch.tensor([-1 if t.cond is None else int(t.cond) for t in items], dtype=torch.long)
+    return TokenBatch(values, kinds, coords, given, pad, [dict(t.meta) for t in items], tuple(coord_names), cond)
 
 
 @dataclass

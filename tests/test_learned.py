@@ -1334,3 +1334,20 @@ def test_progress_note_reports_the_policy_after_a_step(options):
     model.loss_with_stats(batch, order)
     note = model.progress_note()
     assert note.startswith("policy: order NLL ") and "vs uniform" in note and "p logit spread" in note
+
+
+def test_learned_sampling_takes_top_k_and_top_p():
+    """Top-k 1 is the greedy value draw (the order draw is unchanged); top-p 1 changes nothing."""
+    for make, shape in ((build, randomize_heads), (build_causal, randomize_causal)):
+        orderer, model = make(SUDOKU4)
+        shape(model)
+        batch = collate(sudoku4_items(4, seed=9))
+        template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
+
+        def draw(**kw):
+            return model.sample(template, orderer, rng=torch.Generator().manual_seed(3), **kw).values
+
+        assert torch.equal(draw(top_p=1.0), draw())
+        top1 = draw(top_k=1)
+        assert torch.equal(top1, draw(top_k=1, top_p=0.5))  # the most likely value is always kept
+        assert not torch.equal(top1, draw())  # randomized heads: the plain draw differs somewhere

@@ -24,6 +24,10 @@ slots' and blocks ``< k``'s value tokens, and itself. Its sampler also takes one
 per block: the previous block's value tokens (stored) and this block's queries (not
 stored) ride in the same pass.
 Blocks of one always use the single stream (half the tokens).
+
+Class conditioning (``condition = true``) puts the item's class embedding in the BOS
+position (VAR's class-as-start-token), with a null class for dropped labels (label
+dropout ``cond_drop`` while training) that classifier-free guidance samples from.
 """
 
 from __future__ import annotations
@@ -42,9 +46,14 @@ from seqify.types import OrderBatch, Scores, TokenBatch, TokenizerSpec
 from seqify_generators.sizes import TRANSFORMER_SIZES
 
 from seqify.nn import (
+    ClassEmbedding,
+    ConditionConfig,
     KVCache,
+    SamplingControls,
     SlotEmbedding,
     block_causal_mask,
+    draw_values,
+    with_null_rows,
     TransformerConfig,
     TransformerStack,
     build_config,
@@ -54,16 +63,14 @@ from seqify.nn import (
     describe,
     evaluating,
     global_ids,
-    gumbel_noise,
     init_weights,
-    pick_values,
     restricted_log_softmax,
 )
 
 __all__ = ["CausalConfig", "CausalTransformer"]
 
 
-class CausalConfig(TransformerConfig):
+class CausalConfig(TransformerConfig, ConditionConfig):
     """Settings of the causal (sigma-GPT / RAR style) transformer."""
 
     model_config = ConfigDict(extra="forbid")
@@ -232,6 +239,9 @@ class CausalTransformer(nn.Module):
     Args:
         spec: the tokenizer's spec (vocabulary per kind, coordinate axes, max_len).
         config: a :class:`CausalConfig` (None: defaults; a dict is validated).
+        conditions: number of condition classes the data declares (the runner passes
+            the modality's :meth:`~seqify.protocols.Modality.num_conditions`); used when
+            ``config.condition`` is on, which then needs at least one.
     """
 
     config_model: ClassVar[type[CausalConfig]] = CausalConfig
@@ -241,12 +251,20 @@ class CausalTransformer(nn.Module):
     sizes: ClassVar[dict[str, dict[str, Any]]] = TRANSFORMER_SIZES
     #: the default generator of every orderer it can serve
     default_priority: ClassVar[int] = 20
+    #: condition classes (0: unconditional; set from ``conditions=`` when ``config.condition`` is on)
+    conditions: int = 0
 
-    def __init__(self, spec: TokenizerSpec, config: CausalConfig | None = None, *, tokenizer: Any = None):
+    def __init__(self, spec: TokenizerSpec, config: CausalConfig | None = None, *, conditions: int = 0,
+                 tokenizer: Any = None):
         super().__init__()
         self.spec = spec
         self.config = build_config(self.config_model, config)
         d = self.config.d_model
+        #: condition classes of a class-conditional model (0: unconditional)
+        self.conditions = int(conditions) if self.config.condition else 0
+        if self.config.condition and self.conditions < 1:
+            raise ValueError("causal: condition = true needs condition classes, but the data declares none "
+                             "(the modality gives no per-item condition for this dataset)")
         self.bos_id = spec.total_vocab
         self.value_embed = nn.Embedding(spec.total_vocab + 1, d)  # + BOS
         self.source_embed = SlotEmbedding(spec, d)  # the slot whose value a position holds
@@ -259,10 +277,18 @@ class CausalTransformer(nn.Module):
         self.head = nn.Linear(d, spec.total_vocab)
         self.register_buffer("kind_mask_KV", spec.kind_mask(), persistent=False)
         self.register_buffer("offsets_K", torch.tensor(spec.vocab_offsets, dtype=torch.long), persistent=False)
+        if self.conditions:  # created last: an unconditional model draws the same initial weights as before
+            self.class_embed = ClassEmbedding(self.conditions, d, self.config.cond_drop)
         init_weights(self, self.config.n_layers)
 
     def __repr__(self) -> str:
         return describe(self, self.config, self.spec)
+
+    def _labels(self, batch: TokenBatch, *, drop: bool = False, required: bool = True) -> torch.Tensor | None:
+        """``[B]`` class ids of a conditional model (null class for none), or None when unconditional."""
+        if not self.conditions:
+            return None
+        return self.class_embed.labels(batch, drop=drop, required=required, who="causal")
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
@@ -298,15 +324,19 @@ class CausalTransformer(nn.Module):
             _check_levels(level_BL.to(order.perm.device), order)
         return self.input_proj(inputs_BLF.to(self.input_proj.weight.dtype))
 
-    def _inputs(self, gid_BL, source_BLD, target_BLD, perm_BL, start: int, stop: int) -> torch.Tensor:
-        """Input embeddings ``[B, stop - start, D]`` of order positions ``start .. stop-1``."""
+    def _inputs(self, gid_BL, source_BLD, target_BLD, perm_BL, start: int, stop: int,
+                label_B: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings ``[B, stop - start, D]`` of order positions ``start .. stop-1``
+        (``label_B``: the class of a conditional model, in the BOS position)."""
         B, L, D = source_BLD.shape
         t_T = torch.arange(start, stop, device=perm_BL.device)
         target_slot_BT = perm_BL[:, start:stop]
         source_slot_BT = perm_BL[:, (t_T - 1).clamp_min(0)]
         value_BT = gid_BL.gather(1, source_slot_BT)
         x_BTD = self.value_embed(value_BT) + source_BLD.gather(1, source_slot_BT[..., None].expand(-1, -1, D))
-        if start == 0:
+        if start == 0 and label_B is not None:
+            x_BTD = torch.where((t_T == 0)[None, :, None], self._bos(B, x_BTD, label_B), x_BTD)
+        elif start == 0:
             bos_D = self.value_embed.weight[self.bos_id]
             x_BTD = torch.where((t_T == 0)[None, :, None], bos_D.to(x_BTD.dtype), x_BTD)
         return x_BTD + target_BLD.gather(1, target_slot_BT[..., None].expand(-1, -1, D))
@@ -324,21 +354,25 @@ class CausalTransformer(nn.Module):
         D = target_BLD.shape[2]
         return target_BLD.gather(1, slot_BT[..., None].expand(-1, -1, D))
 
-    def _bos(self, B: int, like: torch.Tensor) -> torch.Tensor:
+    def _bos(self, B: int, like: torch.Tensor, label_B: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1, D]`` BOS input: the class embedding of a conditional model, else the BOS token."""
+        if label_B is not None:
+            return self.class_embed(label_B).to(like.dtype)[:, None]
         return self.value_embed.weight[self.bos_id].to(like.dtype).expand(B, 1, -1)
 
-    def _block_hidden(self, gid_BL, source_BLD, target_BLD, order: OrderBatch) -> torch.Tensor:
+    def _block_hidden(self, gid_BL, source_BLD, target_BLD, order: OrderBatch,
+                      label_B: torch.Tensor | None = None) -> torch.Tensor:
         """Block layouts, all at once: hidden state ``[B, L, D]`` that predicts each order position.
 
         Split layout: BOS, the L value tokens in order, the L query tokens in order.
         Merged layout: BOS and one group of tokens per block (:class:`_Merged`).
         """
         if self.config.block_layout == "split":
-            return self.block_states(gid_BL, source_BLD, target_BLD, order)[:, 1 + order.perm.shape[1] :]
+            return self.block_states(gid_BL, source_BLD, target_BLD, order, label_B=label_B)[:, 1 + order.perm.shape[1] :]
         layout = _Merged(order)
         T = layout.offsets[-1]
         x_BTD = self._merged_tokens(gid_BL, source_BLD, target_BLD, order.perm, layout, 0, T)
-        x_BTD = torch.cat([self._bos(x_BTD.shape[0], x_BTD), x_BTD], dim=1)
+        x_BTD = torch.cat([self._bos(x_BTD.shape[0], x_BTD, label_B), x_BTD], dim=1)
         bos = _bos_levels(x_BTD.shape[0], x_BTD.device)
         q_level, q_pos, k_level, k_pos = (torch.cat([bos[i], lev], 1) for i, lev in enumerate(layout.levels(0, T)))
         h_BTD = self.stack(x_BTD, attn_mask=block_causal_mask(q_level, k_level, q_pos_BT=q_pos, k_pos_BS=k_pos))
@@ -356,7 +390,8 @@ class CausalTransformer(nn.Module):
         has_target_BT1 = layout.has_target_BT[:, start:stop, None]
         return torch.where(has_value_BT1, value_BTD, 0.0) + torch.where(has_target_BT1, target_BTD, 0.0)
 
-    def block_states(self, gid_BL, source_BLD, target_BLD, order: OrderBatch) -> torch.Tensor:
+    def block_states(self, gid_BL, source_BLD, target_BLD, order: OrderBatch, *,
+                     label_B: torch.Tensor | None = None) -> torch.Tensor:
         """Block layout, all at once: every hidden state ``[B, 1 + 2L, D]``.
 
         Index 0 is BOS, ``1 + t`` the value token of order position ``t`` and ``1 + L + t``
@@ -372,12 +407,14 @@ class CausalTransformer(nn.Module):
             gid_BL: global ids of the slots' values.
             source_BLD, target_BLD: the slots' source and target structure embeddings (:meth:`_prepare`).
             order: orders for the batch (blocks of any size).
+            label_B: a conditional model's class per item (BOS holds its embedding).
         """
         perm_BL, block_BL = order.perm, order.block
         B, L = perm_BL.shape
         pos_BL = torch.arange(L, device=perm_BL.device).expand(B, L)
         x_values_BLD = self._value_tokens(gid_BL, source_BLD, perm_BL)
-        x_BTD = torch.cat([self._bos(B, x_values_BLD), x_values_BLD, self._query_tokens(target_BLD, perm_BL)], dim=1)
+        x_BTD = torch.cat([self._bos(B, x_values_BLD, label_B), x_values_BLD, self._query_tokens(target_BLD, perm_BL)],
+                          dim=1)
         real_BL = torch.ones_like(perm_BL, dtype=torch.bool)
         value = _value_levels(block_BL, pos_BL, real_BL)
         query = _query_levels(block_BL, real_BL)
@@ -387,11 +424,12 @@ class CausalTransformer(nn.Module):
         T = 1 + 2 * L
         return self.stack(x_BTD, attn_mask=mask | _self_mask(T, T, L, mask.device))
 
-    def _hidden(self, gid_BL, source_BLD, target_BLD, order: OrderBatch, T: int) -> torch.Tensor:
+    def _hidden(self, gid_BL, source_BLD, target_BLD, order: OrderBatch, T: int,
+                label_B: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, T, D]`` hidden state that predicts slot ``order.perm[:, t]`` at order position ``t``."""
         if _has_big_blocks(order):
-            return self._block_hidden(gid_BL, source_BLD, target_BLD, order)[:, :T]
-        x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, order.perm, 0, T)
+            return self._block_hidden(gid_BL, source_BLD, target_BLD, order, label_B)[:, :T]
+        x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, order.perm, 0, T, label_B)
         return self.stack(x_BTD, causal=True)
 
     def _resolve_order(self, batch: TokenBatch, order: OrderBatch | None, orderer: Orderer | None) -> OrderBatch:
@@ -418,10 +456,12 @@ class CausalTransformer(nn.Module):
             order: orders for ``batch`` (blocks of any size).
             positions: return only the first ``positions`` order positions (default all;
                 blocks of one also run only those).
+
+        A conditional model reads each item's class from ``batch.cond`` (no label dropout).
         """
         T = batch.length if positions is None else positions
         gid_BL, kinds_BL, source_BLD, target_BLD = self._prepare(batch, order)
-        h_BTD = self._hidden(gid_BL, source_BLD, target_BLD, order, T)
+        h_BTD = self._hidden(gid_BL, source_BLD, target_BLD, order, T, self._labels(batch))
         logits_BTV = self.head(h_BTD)
         return restricted_log_softmax(logits_BTV, self._allowed(kinds_BL, order.perm[:, :T]))
 
@@ -432,10 +472,14 @@ class CausalTransformer(nn.Module):
             batch: training items (padding and given slots are never predicted).
             order: orders (given first, padding last); a slot is predicted from the
                 given slots and the earlier blocks.
+
+        A conditional model reads each item's class from ``batch.cond``, replaced by
+        the null class with probability ``cond_drop`` while training.
         """
         perm_BL = order.perm
         gid_BL, kinds_BL, source_BLD, target_BLD = self._prepare(batch, order)
-        h_BLD = self._hidden(gid_BL, source_BLD, target_BLD, order, batch.length)
+        label_B = self._labels(batch, drop=self.training)
+        h_BLD = self._hidden(gid_BL, source_BLD, target_BLD, order, batch.length, label_B)
         predicted_BL = batch.target.gather(1, perm_BL)  # at each position: is its target predicted
         h_ND = h_BLD[predicted_BL]
         if h_ND.shape[0] == 0:
@@ -486,19 +530,31 @@ class CausalTransformer(nn.Module):
         rng: torch.Generator,
         temperature: float = 1.0,
         use_cache: bool = True,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 0.0,
+        guidance_schedule: str = "constant",
     ) -> TokenBatch:
         """Fill the non-given slots of ``template``, one block per step, in the orderer's order.
 
         Args:
-            template: structure and given values (other values are ignored).
+            template: structure and given values (other values are ignored); a
+                conditional model reads each item's class from ``template.cond`` (none:
+                the null class, i.e. unconditional samples).
             orderer: a static orderer; its order is drawn once with ``rng``.
             rng: CPU generator for the order and the sampling noise.
             temperature: softmax temperature; 0 picks the most likely value.
             use_cache: keep a KV cache and feed only the new tokens each step (same samples as without).
+            top_k, top_p: restrict each draw (:func:`seqify.nn.truncate_logits`; None: off).
+            guidance: classifier-free guidance scale of a conditional model (0: off).
+            guidance_schedule: "constant", or "linear" from 0 at the first step to
+                ``guidance`` at the last (VAR's ramp; steps are blocks, or slots for
+                blocks of one).
         """
         _refuse_adaptive(orderer)
         order = orderer.infer_orders(template, rng=rng)
-        samples, _ = self.generate(template, order, rng=rng, temperature=temperature, use_cache=use_cache)
+        samples, _ = self.generate(template, order, rng=rng, temperature=temperature, use_cache=use_cache,
+                                   top_k=top_k, top_p=top_p, guidance=guidance, guidance_schedule=guidance_schedule)
         return samples
 
     def generate(
@@ -510,6 +566,10 @@ class CausalTransformer(nn.Module):
         temperature: float = 1.0,
         use_cache: bool = True,
         return_logp: bool = False,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 0.0,
+        guidance_schedule: str = "constant",
     ) -> tuple[TokenBatch, torch.Tensor | None]:
         """Generate in a given order; optionally also return the step log-probabilities.
 
@@ -525,14 +585,22 @@ class CausalTransformer(nn.Module):
             temperature: softmax temperature; 0 picks the most likely value.
             use_cache: KV cache (only the new tokens each step) or full recomputation.
             return_logp: also return ``[B, L, V]`` float32 log-probabilities (temperature
-                1) each slot was sampled from (zeros for slots never predicted).
+                1, after guidance) each slot was sampled from (zeros for slots never predicted).
+            top_k, top_p, guidance, guidance_schedule: as in :meth:`sample`.
 
         Returns:
             The samples (slots after an END token become padding) and the log-probabilities or None.
         """
         temperature = check_temperature(temperature)
+        sampling = SamplingControls(temperature, top_k, top_p, float(guidance), guidance_schedule)
         check_batch(self.spec, template, values_of=template.given, who="causal")
         order = self._resolve_order(template, order, None)
+        if sampling.guided and not self.conditions:
+            raise ValueError("causal: classifier-free guidance needs a class-conditional model (condition = true)")
+        rows = template.batch_size
+        if sampling.guided:  # the null-class copy of every item, sampled in lockstep with it
+            template, order = with_null_rows(template), _twice_order(order)
+        label_B = self._labels(template, required=False)
         big_blocks = _has_big_blocks(order)
         if big_blocks and self.spec.variable_length:
             raise NotApplicableError(
@@ -566,8 +634,9 @@ class CausalTransformer(nn.Module):
             refresh = pos_level_BL = None
             if self.input_proj is not None:  # slot inputs follow the values decoded so far
                 structure_BLD = target_BLD
-                _check_levels(self._slot_inputs_of(template)[1].to(device), order)
-                pos_level_BL = self._slot_inputs_of(template)[1].to(device).gather(1, perm_BL)
+                level_BL = self._slot_inputs_of(template)[1].to(device)
+                _check_levels(level_BL, order)
+                pos_level_BL = level_BL.gather(1, perm_BL)
 
                 def refresh() -> torch.Tensor:
                     decoded_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(pad_BL, 0)
@@ -577,26 +646,25 @@ class CausalTransformer(nn.Module):
             if big_blocks:
                 self._generate_blocks(
                     gid_BL, kinds_BL, source_BLD, target_BLD, order, n_given_B,
-                    rng=rng, temperature=temperature, use_cache=use_cache, logp_out_BLV=logp_out_BLV,
+                    rng=rng, sampling=sampling, use_cache=use_cache, logp_out_BLV=logp_out_BLV, label_B=label_B,
                     refresh=refresh,
                 )
             else:
                 cache = KVCache(self.config.depth, L) if use_cache else None
                 h_BD = None
                 if use_cache and prefix < end:
-                    x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, prefix + 1)
+                    x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, prefix + 1, label_B)
                     h_BD = self.stack(x_BTD, causal=True, cache=cache)[:, -1]
                 for t in range(prefix, end):
                     if (refresh is not None and not use_cache and t > prefix
                             and bool((pos_level_BL[:, t] != pos_level_BL[:, t - 1]).any())):
                         target_BLD = refresh()  # a new level: its inputs read the level just finished
                     if not use_cache:
-                        x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, t + 1)
+                        x_BTD = self._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, t + 1, label_B)
                         h_BD = self.stack(x_BTD, causal=True)[:, -1]
                     slot_B = perm_BL[:, t]
-                    logp_BV = restricted_log_softmax(self.head(h_BD), self.kind_mask_KV[kinds_BL[arange_B, slot_B]])
-                    noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
-                    choice_B = pick_values(logp_BV, temperature, noise_BV)
+                    logp_BV, choice_B = draw_values(self.head(h_BD), self.kind_mask_KV[kinds_BL[arange_B, slot_B]],
+                                                    rng, sampling, step=t - prefix, n_steps=end - prefix)
                     is_given_B = given_BL[arange_B, slot_B]
                     is_pad_B = pad_BL[arange_B, slot_B] | ended_B
                     choice_B = torch.where(is_given_B, gid_BL[arange_B, slot_B], choice_B)
@@ -629,7 +697,11 @@ class CausalTransformer(nn.Module):
             new_pad_BL,
             [dict(m) for m in template.meta],
             template.coord_names,
+            template.cond,
         )
+        if sampling.guided:  # the conditional rows; the null-class copies hold the same values
+            samples = samples.rows(slice(0, rows))
+            logp_out_BLV = None if logp_out_BLV is None else logp_out_BLV[:rows]
         return samples, logp_out_BLV
 
     def _generate_blocks(
@@ -642,9 +714,10 @@ class CausalTransformer(nn.Module):
         n_given_B: torch.Tensor,
         *,
         rng: torch.Generator,
-        temperature: float,
+        sampling: SamplingControls,
         use_cache: bool,
         logp_out_BLV: torch.Tensor | None,
+        label_B: torch.Tensor | None = None,
         refresh: Any = None,
     ) -> None:
         """Block layout sampling: fill the predicted slots of ``gid_BL`` block by block, in place.
@@ -664,9 +737,11 @@ class CausalTransformer(nn.Module):
             order: a validated order with some block larger than one.
             n_given_B: number of given slots per item.
             rng: CPU generator for the noise, one ``[B, W, V]`` draw per block.
-            temperature: softmax temperature; 0 picks the most likely value.
+            sampling: temperature, top-k / top-p and guidance (rows ``B/2 ..`` are
+                then the null-class copies).
             use_cache: KV cache, or the whole block layout recomputed for each block.
             logp_out_BLV: where to write the sampled slots' log-probabilities, or None.
+            label_B: a conditional model's class per row (BOS holds its embedding).
             refresh: None, or a function giving the target embeddings with the slot inputs of
                 the values decoded so far (called before each block after the first).
         """
@@ -698,7 +773,8 @@ class CausalTransformer(nn.Module):
             value = _value_levels(block_BL[:, :G], pos_BG, pos_BG < n_given_B[:, None])
             bos = _bos_levels(B, device)
             x_BGD = self._value_tokens(gid_BL, source_BLD, perm_BL[:, :G])
-            pending = (torch.cat([self._bos(B, x_BGD), x_BGD], dim=1), *(torch.cat([bos[i], value[i]], 1) for i in range(4)))
+            pending = (torch.cat([self._bos(B, x_BGD, label_B), x_BGD], dim=1),
+                       *(torch.cat([bos[i], value[i]], 1) for i in range(4)))
         for k in range(K):
             W = widths_K[k]
             within_W = torch.arange(W, device=device)
@@ -714,7 +790,7 @@ class CausalTransformer(nn.Module):
                 x_BTD = self._merged_tokens(gid_BL, source_BLD, target_BLD, perm_BL, layout, a, b)
                 levels = layout.levels(a, b)
                 if k == 0:
-                    x_BTD = torch.cat([self._bos(B, x_BTD), x_BTD], dim=1)
+                    x_BTD = torch.cat([self._bos(B, x_BTD, label_B), x_BTD], dim=1)
                     levels = tuple(torch.cat([bos, lev], 1) for bos, lev in zip(_bos_levels(B, device), levels))
                 q_level, q_pos, k_level, k_pos = levels
                 keys_level_BS = torch.cat([keys_level_BS, k_level], dim=1)
@@ -735,14 +811,19 @@ class CausalTransformer(nn.Module):
                 x_BTD = torch.cat([x_BPD, self._query_tokens(target_BLD, slot_BW)], dim=1)
                 h_BWD = self.stack(x_BTD, cache=cache, attn_mask=mask, store=P)[:, P:]
             else:
-                h_BLD = self._block_hidden(gid_BL, source_BLD, target_BLD, order)
+                h_BLD = self._block_hidden(gid_BL, source_BLD, target_BLD, order, label_B)
                 h_BWD = h_BLD.gather(1, pos_BW[..., None].expand(-1, -1, D))
-            logp_BWV = restricted_log_softmax(self.head(h_BWD), self._allowed(kinds_BL, slot_BW))
-            noise_BWV = gumbel_noise((B, W, V), rng, device) if temperature > 0 else None
-            choice_BW = pick_values(logp_BWV, temperature, noise_BWV)
+            logp_BWV, choice_BW = draw_values(self.head(h_BWD), self._allowed(kinds_BL, slot_BW), rng, sampling,
+                                              step=k, n_steps=K)
             rows_N, slots_N = rows_BL[:, :W][real_BW], slot_BW[real_BW]
             gid_BL[rows_N, slots_N] = choice_BW[real_BW]
             if logp_out_BLV is not None:
                 logp_out_BLV[rows_N, slots_N] = logp_BWV[real_BW]
             if use_cache and not merged and k + 1 < K:  # this block's value tokens go into the next pass
                 pending = (self._value_tokens(gid_BL, source_BLD, slot_BW), *_value_levels(block_BW, pos_BW, real_BW))
+
+
+def _twice_order(order: OrderBatch) -> OrderBatch:
+    """The orders of :func:`seqify.nn.with_null_rows`'s batch: each row's order twice."""
+    return OrderBatch(torch.cat([order.perm, order.perm]), torch.cat([order.block, order.block]),
+                      next_block_only=order.next_block_only)

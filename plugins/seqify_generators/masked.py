@@ -6,6 +6,10 @@ attention over the non-padding slots gives a value distribution at every slot. I
 trains with the any-order / masked-diffusion objective, scores exactly by sequential
 unmasking, decodes several slots per step (blocks) and lets an adaptive orderer pick
 each next slot from its predictions.
+
+Class conditioning (``condition = true``) adds the item's class embedding to every
+slot's input, with a null class for dropped labels (label dropout ``cond_drop`` while
+training) that classifier-free guidance samples from.
 """
 
 from __future__ import annotations
@@ -24,7 +28,13 @@ from seqify.types import OrderBatch, Scores, TokenBatch, TokenizerSpec
 from seqify_generators.sizes import TRANSFORMER_SIZES
 
 from seqify.nn import (
+    ClassEmbedding,
+    ConditionConfig,
+    SamplingControls,
     SlotEmbedding,
+    draw_values,
+    guided_logits,
+    with_null_rows,
     TransformerConfig,
     TransformerStack,
     build_config,
@@ -44,7 +54,7 @@ from seqify.nn import (
 __all__ = ["MaskedConfig", "MaskedTransformer"]
 
 
-class MaskedConfig(TransformerConfig):
+class MaskedConfig(TransformerConfig, ConditionConfig):
     """Settings of the bidirectional masked any-order transformer."""
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +69,7 @@ class _Prepared:
     key_mask_BL: torch.Tensor | None  # False on padding (None: no padding)
     attn_mask: torch.Tensor | None  # per-head structure-aware mask (axis_heads), padding included
     allowed_BLV: torch.Tensor  # each slot's kind range in the global vocabulary
+    class_B1D: torch.Tensor | None = None  # a conditional model's class embedding, added to every slot
 
 
 class MaskedTransformer(nn.Module):
@@ -67,6 +78,9 @@ class MaskedTransformer(nn.Module):
     Args:
         spec: the tokenizer's spec (vocabulary per kind, coordinate axes, max_len).
         config: a :class:`MaskedConfig` (None: defaults; a dict is validated).
+        conditions: number of condition classes the data declares (the runner passes
+            the modality's :meth:`~seqify.protocols.Modality.num_conditions`); used when
+            ``config.condition`` is on, which then needs at least one.
     """
 
     config_model: ClassVar[type[MaskedConfig]] = MaskedConfig
@@ -76,12 +90,19 @@ class MaskedTransformer(nn.Module):
     sizes: ClassVar[dict[str, dict[str, Any]]] = TRANSFORMER_SIZES
     #: below the causal generator: the default only for orderers that need its capabilities
     default_priority: ClassVar[int] = 10
+    #: condition classes (0: unconditional; set from ``conditions=`` when ``config.condition`` is on)
+    conditions: int = 0
 
-    def __init__(self, spec: TokenizerSpec, config: MaskedConfig | None = None):
+    def __init__(self, spec: TokenizerSpec, config: MaskedConfig | None = None, *, conditions: int = 0):
         super().__init__()
         self.spec = spec
         self.config = build_config(self.config_model, config)
         d = self.config.d_model
+        #: condition classes of a class-conditional model (0: unconditional)
+        self.conditions = int(conditions) if self.config.condition else 0
+        if self.config.condition and self.conditions < 1:
+            raise ValueError("masked: condition = true needs condition classes, but the data declares none "
+                             "(the modality gives no per-item condition for this dataset)")
         self.mask_id = spec.total_vocab
         self.value_embed = nn.Embedding(spec.total_vocab + 1, d)  # + MASK
         self.slot_embed = SlotEmbedding(spec, d)
@@ -89,6 +110,8 @@ class MaskedTransformer(nn.Module):
         self.head = nn.Linear(d, spec.total_vocab)
         self.register_buffer("kind_mask_KV", spec.kind_mask(), persistent=False)
         self.register_buffer("offsets_K", torch.tensor(spec.vocab_offsets, dtype=torch.long), persistent=False)
+        if self.conditions:  # created last: an unconditional model draws the same initial weights as before
+            self.class_embed = ClassEmbedding(self.conditions, d, self.config.cond_drop)
         init_weights(self, self.config.n_layers)
 
     def __repr__(self) -> str:
@@ -104,7 +127,10 @@ class MaskedTransformer(nn.Module):
 
     # ----------------------------------------------------------------- internals
 
-    def _prepare(self, batch: TokenBatch) -> _Prepared:
+    def _prepare(self, batch: TokenBatch, *, drop: bool = False, required: bool = True) -> _Prepared:
+        """What stays fixed while slots are revealed; a conditional model's class from
+        ``batch.cond`` (``drop``: label dropout; ``required``: a batch without ``cond``
+        is an error, else the null class)."""
         values_BL, kinds_BL, coords_BLC = clean_structure(batch)
         pad_BL = batch.pad
         key_mask_BL = None
@@ -118,17 +144,34 @@ class MaskedTransformer(nn.Module):
             key_mask_BL,
             attn_mask,
             self.kind_mask_KV[kinds_BL],
+            self._class_embedding(batch, drop=drop, required=required),
         )
+
+    def _class_embedding(self, batch: TokenBatch, *, drop: bool, required: bool) -> torch.Tensor | None:
+        if not self.conditions:
+            return None
+        label_B = self.class_embed.labels(batch, drop=drop, required=required, who="masked")
+        return self.class_embed(label_B)[:, None]
 
     def _hidden(self, prep: _Prepared, gid_BL: torch.Tensor, known_BL: torch.Tensor) -> torch.Tensor:
         value_BL = torch.where(known_BL, gid_BL, torch.full_like(gid_BL, self.mask_id))
         x_BLD = self.value_embed(value_BL) + prep.structure_BLD
+        if prep.class_B1D is not None:
+            x_BLD = x_BLD + prep.class_B1D
         if prep.attn_mask is not None:
             return self.stack(x_BLD, attn_mask=prep.attn_mask)
         return self.stack(x_BLD, key_mask_BL=prep.key_mask_BL)
 
     def _logp(self, prep: _Prepared, gid_BL: torch.Tensor, known_BL: torch.Tensor) -> torch.Tensor:
         return restricted_log_softmax(self.head(self._hidden(prep, gid_BL, known_BL)), prep.allowed_BLV)
+
+    def _logits(self, prep: _Prepared, gid_BL: torch.Tensor, known_BL: torch.Tensor,
+                sampling: SamplingControls) -> torch.Tensor:
+        """Logits ``[R, L, V]`` for sampling: ``R = B``, or ``2B`` under guidance (``prep``
+        then holds the null-class copies after the items; the state is repeated for them)."""
+        if sampling.guided:
+            gid_BL, known_BL = torch.cat([gid_BL, gid_BL]), torch.cat([known_BL, known_BL])
+        return self.head(self._hidden(prep, gid_BL, known_BL))
 
     def _resolve_order(self, batch: TokenBatch, order: OrderBatch) -> OrderBatch:
         order = order.to(batch.values.device)
@@ -187,7 +230,7 @@ class MaskedTransformer(nn.Module):
         masked_BL = target_BL & (slot_block_BL >= cut_B[:, None])
         if order.next_block_only:
             masked_BL = target_BL & (slot_block_BL == cut_B[:, None])
-        prep = self._prepare(batch)
+        prep = self._prepare(batch, drop=self.training)
         h_BLD = self._hidden(prep, prep.gid_BL, known_BL & ~batch.pad)
         h_ND = h_BLD[masked_BL]
         if h_ND.shape[0] == 0:
@@ -295,17 +338,31 @@ class MaskedTransformer(nn.Module):
         *,
         rng: torch.Generator,
         temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        guidance: float = 0.0,
+        guidance_schedule: str = "constant",
     ) -> TokenBatch:
         """Fill the non-given slots of ``template``, one block (or adaptive pick) per pass.
 
         Args:
-            template: structure and given values (other values are ignored).
+            template: structure and given values (other values are ignored); a
+                conditional model reads each item's class from ``template.cond`` (none:
+                the null class, i.e. unconditional samples).
             orderer: static (its order is drawn once with ``rng``; each block is
-                sampled from one forward pass) or adaptive (picks one slot per pass).
+                sampled from one forward pass) or adaptive (picks one slot per pass,
+                from the guided predictions under guidance).
             rng: CPU generator for the order and the sampling noise.
             temperature: softmax temperature; 0 picks the most likely value.
+            top_k, top_p: restrict each draw (:func:`seqify.nn.truncate_logits`; None: off).
+            guidance: classifier-free guidance scale of a conditional model (0: off).
+            guidance_schedule: "constant", or "linear" from 0 at the first pass to
+                ``guidance`` at the last (VAR's ramp over blocks or adaptive picks).
         """
         temperature = check_temperature(temperature)
+        sampling = SamplingControls(temperature, top_k, top_p, float(guidance), guidance_schedule)
+        if sampling.guided and not self.conditions:
+            raise ValueError("masked: classifier-free guidance needs a class-conditional model (condition = true)")
         if self.spec.variable_length:
             raise NotApplicableError(
                 "the masked generator cannot generate variable-length items (the number of "
@@ -313,16 +370,17 @@ class MaskedTransformer(nn.Module):
             )
         check_batch(self.spec, template, values_of=template.given, who="masked")
         if getattr(orderer, "adaptive", False):
-            gid_BL = self._sample_adaptive(template, orderer, rng, temperature)
+            gid_BL = self._sample_adaptive(template, orderer, rng, sampling)
         else:
             order = self._resolve_order(template, orderer.infer_orders(template, rng=rng))
-            gid_BL = self._sample_blocks(template, order, rng, temperature)
+            gid_BL = self._sample_blocks(template, order, rng, sampling)
         _, kinds_BL, _ = clean_structure(template)
         values_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(template.pad, 0)
         values_BL = torch.where(template.given, template.values, values_BL)
         return template.with_values(values_BL)
 
-    def _sample_blocks(self, template: TokenBatch, order: OrderBatch, rng: torch.Generator, temperature: float):
+    def _sample_blocks(self, template: TokenBatch, order: OrderBatch, rng: torch.Generator,
+                       sampling: SamplingControls):
         device = template.values.device
         B, L = template.values.shape
         V = self.spec.total_vocab
@@ -330,40 +388,48 @@ class MaskedTransformer(nn.Module):
         rank_BL = order.rank()
         given_B = template.given.sum(1)
         with evaluating(self):
-            prep = self._prepare(template)
-            gid_BL = prep.gid_BL.clone()
+            prep = self._prepare(with_null_rows(template) if sampling.guided else template, required=False)
+            gid_BL = prep.gid_BL[:B].clone()
             known_BL = template.given.clone()
-            for k in range(int(order.num_blocks.max().clamp_min(0))):
+            K = int(order.num_blocks.max().clamp_min(0))
+            for k in range(K):
                 in_block_BL = slot_block_BL == k
-                logp_BLV = self._logp(prep, gid_BL, known_BL)
+                logits_RLV = self._logits(prep, gid_BL, known_BL, sampling)
                 noise_BLV = None
-                if temperature > 0:
+                if sampling.temperature > 0:
                     # noise indexed by position inside the block: [B, largest block, V]
                     start_B = given_B + ((order.block >= 0) & (order.block < k)).sum(1)
                     size = int(in_block_BL.sum(1).max())
                     within_BL = (rank_BL - start_B[:, None]).clamp(0, size - 1)
                     noise_BSV = gumbel_noise((B, size, V), rng, device)
                     noise_BLV = noise_BSV.gather(1, within_BL[..., None].expand(B, L, V))
-                choice_BL = pick_values(logp_BLV, temperature, noise_BLV)
-                gid_BL = torch.where(in_block_BL, choice_BL, gid_BL)
+                _, choice_BL = draw_values(logits_RLV, prep.allowed_BLV, rng, sampling, step=k, n_steps=K,
+                                           noise_NxV=noise_BLV)
+                gid_BL = torch.where(in_block_BL, choice_BL[:B], gid_BL)
                 known_BL = known_BL | in_block_BL
         return gid_BL
 
-    def _sample_adaptive(self, template: TokenBatch, orderer: Orderer, rng: torch.Generator, temperature: float):
+    def _sample_adaptive(self, template: TokenBatch, orderer: Orderer, rng: torch.Generator,
+                         sampling: SamplingControls):
         device = template.values.device
         B, _ = template.values.shape
         V = self.spec.total_vocab
         arange_B = torch.arange(B, device=device)
         with evaluating(self):
-            prep = self._prepare(template)
-            gid_BL = prep.gid_BL.clone()
+            prep = self._prepare(with_null_rows(template) if sampling.guided else template, required=False)
+            gid_BL = prep.gid_BL[:B].clone()
             known_BL = template.given.clone()
             open_BL = template.target.clone()
-            for _ in range(int(open_BL.sum(1).max())):
-                logp_BLV = self._logp(prep, gid_BL, known_BL)
+            n_steps = int(open_BL.sum(1).max())
+            for step in range(n_steps):
+                logits_RLV = self._logits(prep, gid_BL, known_BL, sampling)
+                if sampling.guided:  # the orderer picks from the guided predictions
+                    logits_RLV = guided_logits(logits_RLV, sampling.scale(step, n_steps))
+                logp_BLV = restricted_log_softmax(logits_RLV, prep.allowed_BLV[:B])
                 slot_B, active_B = self._select(orderer, logp_BLV, open_BL)
-                noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
-                choice_B = pick_values(logp_BLV[arange_B, slot_B], temperature, noise_BV)
+                noise_BV = gumbel_noise((B, V), rng, device) if sampling.temperature > 0 else None
+                choice_B = pick_values(logp_BLV[arange_B, slot_B], sampling.temperature, noise_BV,
+                                       top_k=sampling.top_k, top_p=sampling.top_p)
                 rows_A, slots_A = arange_B[active_B], slot_B[active_B]
                 gid_BL[rows_A, slots_A] = choice_B[active_B]
                 known_BL[rows_A, slots_A] = True

@@ -192,6 +192,7 @@ def image_sample_metrics(
     no_classifier_reason: str | None = None,
     floor_seed: int = 0,
     n_boot: int = 200,
+    conditions: list[int | None] | None = None,
 ) -> dict[str, Any]:
     """Every sample metric of the image modality.
 
@@ -208,6 +209,8 @@ def image_sample_metrics(
         no_classifier_reason: why there is no classifier (goes into the metrics).
         floor_seed: seeds which images the floor draws and the bootstrap.
         n_boot: bootstrap resamples of the intervals (0: no intervals).
+        conditions: the class each sample was drawn under (a conditional generator;
+            aligned with ``samples``), or None.
 
     Returns:
         fd, kid: FD and KID between the features of the decoded samples and of every
@@ -223,6 +226,9 @@ def image_sample_metrics(
             whose top class has probability >= :data:`CONFIDENT_THRESHOLD`.
         class_histogram: label -> decoded samples the classifier assigns to it (zeros
             included: a dropped mode shows as a 0), and classes_covered.
+        class_agreement: (with ``conditions``) the share of the samples drawn under a
+            class that the classifier assigns to that class (undecodable ones count as
+            disagreeing); n_conditioned: how many samples had a class.
         feature_extractor: :func:`extractor_info`.
         n_samples, n_decoded, undecodable, classifier_test_accuracy, sample_resolution,
         fd_note.
@@ -261,6 +267,15 @@ def image_sample_metrics(
         out["classes_covered"] = int(len(np.unique(pred)))
     else:
         out["confident_share"] = 0.0
+        pred = np.zeros(0, dtype=np.int64)
+    if conditions is not None:
+        if len(conditions) != n:
+            raise ValueError(f"{len(conditions)} conditions for {n} samples")
+        decoded_conditions = [c for s, c in zip(samples, conditions) if s is not None]
+        hits = sum(int(p == c) for p, c in zip(pred.tolist(), decoded_conditions) if c is not None)
+        conditioned = sum(c is not None for c in conditions)
+        out["class_agreement"] = hits / conditioned if conditioned else None
+        out["n_conditioned"] = conditioned
     if k < 2:
         out["fd_note"] = f"no FD: {k} decoded sample(s); a covariance needs at least 2"
         return out

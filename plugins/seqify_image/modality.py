@@ -1,9 +1,12 @@
-"""The image modality: unconditional generation of small grayscale images (MNIST digits,
-scikit-learn's 8x8 digits, or your own), judged with a digit classifier's features.
+"""The image modality: generation of small grayscale images (MNIST digits, scikit-learn's
+8x8 digits, or your own), judged with a digit classifier's features.
 
 Task: generate. Each sample is drawn from nothing (all slots open) in the tokenizer's
 layout, decoded to an :class:`~seqify_image.items.ImageItem`, and compared with the
-test images (:mod:`seqify_image.metrics`).
+test images (:mod:`seqify_image.metrics`). Unconditional by default; the images' class
+labels (MNIST's and the digits' digit, an image folder's class sub-folders, an array
+file's labels) are the declared condition of a class-conditional generator
+(:meth:`Image.num_conditions`, :meth:`Image.condition`).
 """
 
 from __future__ import annotations
@@ -163,6 +166,19 @@ class Image(BaseModality):
             split_seed=opt.split_seed, limit=limit, invert=opt.invert, report=report,
         )
 
+    def num_conditions(self, splits: Splits) -> int:
+        """``1 + the largest label`` when every loaded image has a label (10 for MNIST and
+        the digits; a folder's class sub-folders: their count, or the largest numeric
+        folder name + 1), else 0: no condition."""
+        labels = [it.label for items in (splits.train, splits.val, splits.test) for it in items]
+        if not labels or any(label is None for label in labels):
+            return 0
+        return max(0, max(int(label) for label in labels) + 1)
+
+    def condition(self, item: ImageItem) -> int | None:
+        """The image's class label (None when it has none)."""
+        return None if item.label is None else int(item.label)
+
     def budget(self, budget: str, *, dataset: str | None = None) -> dict[str, Any]:
         """Overrides for "smoke", "quick" or "full" (see :data:`IMAGE_BUDGETS`).
 
@@ -205,7 +221,9 @@ class Image(BaseModality):
     ) -> dict[str, Any]:
         """FD and KID (with bootstrap intervals) against the test images, their
         real-vs-real floor (validation images) at the same sample count, confident share,
-        class histogram (see :func:`seqify_image.metrics.image_sample_metrics`).
+        class histogram (see :func:`seqify_image.metrics.image_sample_metrics`); for
+        samples drawn under a class (templates with ``cond``, a conditional generator),
+        ``class_agreement``: the share the classifier assigns to that class.
 
         Without labels (a folder without class sub-folders) no classifier can be
         trained: ``fd`` is None and ``fd_note`` says why.
@@ -214,9 +232,12 @@ class Image(BaseModality):
 
         classifier, reason = self._classifier(splits)
         train = getattr(splits, "full_train", None) or splits.train
+        conditions = None
+        if templates is not None and any(getattr(t, "cond", None) is not None for t in templates):
+            conditions = [getattr(t, "cond", None) for t in templates]
         metrics = image_sample_metrics(samples, train, splits.test, classifier, val=splits.val,
                                        no_classifier_reason=reason, floor_seed=self.options.split_seed,
-                                       n_boot=self.options.bootstrap)
+                                       n_boot=self.options.bootstrap, conditions=conditions)
         if classifier is not None:
             metrics["classifier"] = {k: v for k, v in classifier.info.items() if k != "settings"}
         return metrics

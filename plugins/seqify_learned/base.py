@@ -88,7 +88,8 @@ class LearnedOrderBase(nn.Module):
         """Exact per-slot ``(value_BL, order_BL, correct_BL)`` along ``order``."""
         raise NotImplementedError
 
-    def sample_with_orders(self, template: TokenBatch, *, rng: torch.Generator, temperature: float = 1.0):  # pragma: no cover
+    def sample_with_orders(self, template: TokenBatch, *, rng: torch.Generator, temperature: float = 1.0,
+                           top_k: int | None = None, top_p: float | None = None):  # pragma: no cover
         """``(samples, orders, entropy_T)``."""
         raise NotImplementedError
 
@@ -335,7 +336,8 @@ class LearnedOrderBase(nn.Module):
     # ----------------------------------------------------------------- sampling
 
     def sample(
-        self, template: TokenBatch, orderer: Any = None, *, rng: torch.Generator, temperature: float = 1.0
+        self, template: TokenBatch, orderer: Any = None, *, rng: torch.Generator, temperature: float = 1.0,
+        top_k: int | None = None, top_p: float | None = None,
     ) -> TokenBatch:
         """Fill the non-given slots of ``template`` (:meth:`sample_with_orders` without
         the orders).
@@ -345,5 +347,6 @@ class LearnedOrderBase(nn.Module):
             orderer: accepted for the Generator protocol and ignored: the order is the model's.
             rng: CPU generator for all sampling noise.
             temperature: value softmax temperature; 0 picks the most likely value.
+            top_k, top_p: restrict each value draw (:func:`seqify.nn.truncate_logits`; None: off).
         """
-        return self.sample_with_orders(template, rng=rng, temperature=temperature)[0]
+        return self.sample_with_orders(template, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p)[0]

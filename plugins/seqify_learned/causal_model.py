@@ -438,7 +438,8 @@ class CausalLearnedOrderModel(LearnedOrderBase):
     # ----------------------------------------------------------------- sampling
 
     def sample_with_orders(
-        self, template: TokenBatch, *, rng: torch.Generator, temperature: float = 1.0
+        self, template: TokenBatch, *, rng: torch.Generator, temperature: float = 1.0,
+        top_k: int | None = None, top_p: float | None = None,
     ) -> tuple[TokenBatch, OrderBatch, torch.Tensor]:
         """Fill the non-given slots of ``template``, one slot per step, with a KV cache.
 
@@ -455,6 +456,7 @@ class CausalLearnedOrderModel(LearnedOrderBase):
             rng: CPU generator for all sampling noise (one ``[B, L]`` order draw and one
                 ``[B, V]`` value draw per step).
             temperature: value softmax temperature; 0 picks the most likely value.
+            top_k, top_p: restrict each value draw (:func:`seqify.nn.truncate_logits`; None: off).
 
         Returns:
             ``(samples, orders, entropy_T)``: the filled batch, the generation orders
@@ -504,7 +506,7 @@ class CausalLearnedOrderModel(LearnedOrderBase):
                     kind_B = kinds_BL[rows_B, slot_B]
                     logp_BV = restricted_log_softmax(gen.head(h_query_BD), gen.kind_mask_KV[kind_B])
                     noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
-                    choice_B = pick_values(logp_BV, temperature, noise_BV)
+                    choice_B = pick_values(logp_BV, temperature, noise_BV, top_k=top_k, top_p=top_p)
                     r_N, s_N = rows_B[choose_B], slot_B[choose_B]
                     gid_BL[r_N, s_N] = choice_B[choose_B]
                     open_BL[r_N, s_N] = False

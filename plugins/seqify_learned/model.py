@@ -322,7 +322,8 @@ class LearnedOrderModel(LearnedOrderBase):
     # ----------------------------------------------------------------- sampling
 
     def sample_with_orders(
-        self, template: TokenBatch, *, rng: torch.Generator, temperature: float = 1.0
+        self, template: TokenBatch, *, rng: torch.Generator, temperature: float = 1.0,
+        top_k: int | None = None, top_p: float | None = None,
     ) -> tuple[TokenBatch, OrderBatch, torch.Tensor]:
         """Fill the non-given slots of ``template``: one backbone pass per slot.
 
@@ -334,6 +335,7 @@ class LearnedOrderModel(LearnedOrderBase):
             template: structure and given values (other values are ignored).
             rng: CPU generator for all sampling noise.
             temperature: value softmax temperature; 0 picks the most likely value.
+            top_k, top_p: restrict each value draw (:func:`seqify.nn.truncate_logits`; None: off).
 
         Returns:
             ``(samples, orders, entropy_T)``: the filled batch, the generation orders
@@ -363,7 +365,7 @@ class LearnedOrderModel(LearnedOrderBase):
                     masked_BL = masked_BL + gumbel_noise((B, L), rng, device)
                 slot_B = masked_BL.argmax(1)
                 noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
-                gid_B = pick_values(logp_BLV[rows_B, slot_B], temperature, noise_BV)
+                gid_B = pick_values(logp_BLV[rows_B, slot_B], temperature, noise_BV, top_k=top_k, top_p=top_p)
                 local_B = gid_B - self.offsets_K[kinds_BL[rows_B, slot_B]]
                 r, s = rows_B[active_B], slot_B[active_B]
                 values_BL = values_BL.clone()

@@ -33,6 +33,10 @@ class Prepared:
     val_kept: list[int] = field(default_factory=list)  # the same for ``val``
     # where the tokenizer's state came from: seed, source, cache_file, state_file, fingerprint
     tokenizer_info: dict[str, Any] = field(default_factory=dict)
+    # condition classes the modality declares for the dataset (Modality.num_conditions; 0: none)
+    n_conditions: int = 0
+    # when it declares some: each table row's condition (Modality.condition), per split name
+    conditions: dict[str, list[Any]] = field(default_factory=dict)
 
 
 #: how a cell's tokenizer got its state (``tokenizer_state.source`` in results.json)
@@ -143,17 +147,23 @@ def prepare_data(
     fingerprint = tokenizer_fingerprint(tokenizer)
     info["fingerprint"] = fingerprint
     key = f"{cell.names['modality']}|{cell.names['dataset']}|{cell.names['tokenizer']}|{fingerprint}|{spec!r}"
-    train_table, _ = tokenize_split(tokenizer, splits.train, split="train", report=report, cache_key=key)
+    train_table, train_kept = tokenize_split(tokenizer, splits.train, split="train", report=report, cache_key=key)
     val_table, val_kept = (tokenize_split(tokenizer, splits.val, split="val", report=report, cache_key=key)
                            if splits.val else (None, []))
     test_table, test_kept = tokenize_split(tokenizer, splits.test, split="test", report=report, cache_key=key)
+    n_conditions = int(cell.modality.num_conditions(splits))
+    conditions: dict[str, list[Any]] = {}
+    if n_conditions > 0:  # read while the rows still map to the loaded items through `kept`
+        for name, items, kept in (("train", splits.train, train_kept), ("val", splits.val, val_kept),
+                                  ("test", splits.test, test_kept)):
+            conditions[name] = [cell.modality.condition(items[i]) for i in kept]
     if cell.modality.task == "complete" and len(test_kept) != len(splits.test):
         # completions must stay aligned with the test items they complete; for generation the
         # reference set (e.g. FCD's) stays whole, and the skipped items are in the row report
         splits.test = [splits.test[i] for i in test_kept]
     timings["tokenize_s"] = time.perf_counter() - t
     return Prepared(splits, tokenizer, spec, train_table, val_table, test_table, report, fingerprint, test_kept,
-                    val_kept, info)
+                    val_kept, info, n_conditions, conditions)
 
 
 def decode_all(tokenizer, tokensets: list[Any]) -> list[Any]:

@@ -10,7 +10,8 @@ from typing import Any
 
 from seqify import __version__
 from seqify.bench.request import BenchRequest
-from seqify.config import BUDGETS, BenchConfig, deep_merge, for_dataset, load_config_file, resolve_config, validate_model
+from seqify.config import (BUDGETS, BenchConfig, deep_merge, for_dataset, key_dump, load_config_file, resolve_config,
+                           validate_model)
 from seqify.errors import ConfigError, DataError, NotApplicableError, UnknownComponentError
 from seqify.plugins import get_registry
 from seqify.protocols import orderer_kind
@@ -241,7 +242,7 @@ def train_signature(cell: Cell, req: BenchRequest, tokenizer_state: str) -> str:
         "train": cell.config.train.model_dump(exclude={"checkpoint_every", "probe_items"}),
         "data_cfg": cell.config.data.model_dump(),
         "modality_cfg": cell.config.modality,
-        "generator_cfg": cell.generator_config.model_dump(),
+        "generator_cfg": key_dump(cell.generator_config),
         "tokenizer_cfg": cell.config.tokenizer,
         "tokenizer_state": tokenizer_state,
         "seed": req.seed,

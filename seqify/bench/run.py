@@ -17,7 +17,7 @@ from seqify import __version__
 from seqify.bench.prepare import prepare_data
 from seqify.bench.request import BenchRequest, BenchResult, Reporter, request_dict
 from seqify.bench.resolve import Cell, check_applicable, pick_device, resolve_cell, train_signature
-from seqify.bench.stages import build_model, completion_probe, evaluate_model
+from seqify.bench.stages import build_model, completion_probe, evaluate_model, use_conditions
 from seqify.curves import write_training_curves
 from seqify.errors import NotApplicableError
 from seqify.io import atomic_write_json, load_checkpoint, save_checkpoint
@@ -73,7 +73,8 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         save_checkpoint(out / TOKENIZER_STATE, {"state": tokenizer_state})
 
     # train (or reuse a model another cell trained the same way)
-    model = build_model(cell, data.spec, req.seed).to(device)
+    model = build_model(cell, data.spec, req.seed, conditions=data.n_conditions).to(device)
+    conditioning = use_conditions(cell, data, model)
     sig = train_signature(cell, req, data.tokenizer_fingerprint)
     shared = Path(req.model_cache) / f"{sig}.pt" if req.model_cache else None
     train_info: dict[str, Any]
@@ -136,6 +137,8 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         "device": str(device),
         "config": cfg.model_dump(),
         "generator_config": cell.generator_config.model_dump(),
+        "conditioning": conditioning,
+        "sampling": {"temperature": cfg.eval.temperature, **cfg.eval.sampling_keywords()},
         **found,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "training": train_info,

@@ -11,7 +11,7 @@ from typing import Any
 from seqify.bench.prepare import prepare_data
 from seqify.bench.request import BenchRequest, BenchResult, Reporter
 from seqify.bench.resolve import pick_dataset, pick_device, resolve_cell
-from seqify.bench.stages import build_model, evaluate_model
+from seqify.bench.stages import build_model, evaluate_model, use_conditions
 from seqify.errors import ConfigError, SeqifyError
 from seqify.io import atomic_write_json, load_checkpoint
 from seqify.registry import Registry
@@ -21,7 +21,7 @@ def run_sample(
     run: Path, out: Path, *, n: int | None = None, seed: int | None = None, device: str = "auto",
     temperature: float | None = None, score: int | None = None, reporter: Reporter | None = None,
     registry: Registry | None = None, orderer: dict[str, Any] | None = None,
-    dataset: str | None = None, data: Path | None = None,
+    dataset: str | None = None, data: Path | None = None, sampling: dict[str, Any] | None = None,
 ) -> BenchResult:
     """Generate more items from a trained run's checkpoint, without retraining.
 
@@ -29,7 +29,9 @@ def run_sample(
     included) and its tokenizer is restored from the checkpoint, never fitted again;
     the weights are loaded with ``weights_only=True``. With ``score=N`` the first N
     test items are scored too (modelability, as ``seqify bench`` reports it), and the
-    orderer's diagnostics are drawn again. The stages after training are
+    orderer's diagnostics are drawn again. ``sampling`` sets more ``eval`` sampling
+    controls on top of the run's (``top_k``, ``top_p``, ``guidance``,
+    ``guidance_schedule``). The stages after training are
     :func:`~seqify.bench.stages.evaluate_model`, as in ``run_bench``. ``orderer`` sets
     generation-time settings of the run's orderer on top of its own (e.g. a learned
     order's ``greedy_order``); a setting that changes the model's shape fails to load.
@@ -58,6 +60,7 @@ def run_sample(
         overrides["eval"]["n_samples"] = n
     if temperature is not None:
         overrides["eval"]["temperature"] = temperature
+    overrides["eval"].update(sampling or {})
     if orderer:
         overrides["orderer"] = {**config.get("orderer", {}), **orderer}
     trained = json.loads(state["names_json"]) if "names_json" in state else {"dataset": asked["dataset"]}
@@ -85,9 +88,10 @@ def run_sample(
         raise ConfigError(f"dataset {cell.names['dataset']!r} tokenizes to another structure than the data the model "
                           f"was trained on ({trained['dataset']!r}): {dataclasses.asdict(data_.spec)} against "
                           f"{json.loads(state['spec_json'])}")
-    model = build_model(cell, data_.spec, req.seed)
+    model = build_model(cell, data_.spec, req.seed, conditions=data_.n_conditions)
     model.load_state_dict(state["model"])
     model = model.to(dev).eval()
+    conditioning = use_conditions(cell, data_, model)
     sample_seed = asked["seed"] if seed is None else seed
     train_log = json.loads(state["train_log_json"]) if "train_log_json" in state else None
     found = evaluate_model(
@@ -99,6 +103,8 @@ def run_sample(
                "evaluated_on": {"dataset": cell.names["dataset"], "data": str(load_req.data) if load_req.data else None,
                                 "n_test": len(data_.test), "bad_rows": data_.report.summary()},
                "n_samples": cell.config.eval.n_samples, "temperature": cell.config.eval.temperature,
+               "sampling": {"temperature": cell.config.eval.temperature, **cell.config.eval.sampling_keywords()},
+               "conditioning": conditioning,
                **found, "timings": {k: round(v, 3) for k, v in timings.items()},
                "model": {"tokenizer_fingerprint": data_.tokenizer_fingerprint},
                "tokenizer_state": data_.tokenizer_info,
