@@ -68,15 +68,18 @@ _GUIDANCE = typer.Option(None, "--guidance", help="Classifier-free guidance scal
                          "logits (1+s) cond - s uncond, as VAR (default: off).")
 _SCHEDULE = typer.Option(None, "--guidance-schedule", help="constant | linear (from 0 at the first step or block to "
                          "--guidance at the last, VAR's ramp; default: constant).")
+_N_SAMPLES = typer.Option(None, "--n-samples", help="Items generated (or completed) per cell for the sample metrics "
+                          "(default: the budget's; MNIST at the quick budget: 500, and 2,000 gives an FD stable to "
+                          "about its standard error, benchmarks/RESULTS.md).")
 _CONDITION = typer.Option(False, "--condition", help="Train a class-conditional generator (generator.condition = true) "
                           "on the classes the modality declares (e.g. the MNIST digit), with 10% label dropout.")
 
 
 def _sampling(temperature: Optional[float], top_k: Optional[int], top_p: Optional[float], guidance: Optional[float],
-              schedule: Optional[str]) -> dict[str, Any]:
+              schedule: Optional[str], n_samples: Optional[int] = None) -> dict[str, Any]:
     """The sampling options given on the command line, as ``eval`` settings."""
     given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "guidance": guidance,
-             "guidance_schedule": schedule}
+             "guidance_schedule": schedule, "n_samples": n_samples}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -235,6 +238,7 @@ def bench(
     top_p: Optional[float] = _TOP_P,
     guidance: Optional[float] = _GUIDANCE,
     guidance_schedule: Optional[str] = _SCHEDULE,
+    n_samples: Optional[int] = _N_SAMPLES,
 ) -> None:
     """Train, measure modelability on the test split, generate, and write DIR/results.json.
 
@@ -248,7 +252,8 @@ def bench(
                        generator=generator, budget=budget, steps=steps, seed=seed, device=device, config_file=config,
                        train_orderer=train_orderer, resume=resume, tokenizer_seed=tokenizer_seed,
                        tokenizer_state=tokenizer_state,
-                       overrides=_overrides(_sampling(temperature, top_k, top_p, guidance, guidance_schedule), condition))
+                       overrides=_overrides(_sampling(temperature, top_k, top_p, guidance, guidance_schedule, n_samples),
+                                            condition))
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone reports
     try:
         with (RichReporter() if main_process else contextlib.nullcontext(Reporter())) as rep:
@@ -315,6 +320,7 @@ def matrix(
     top_p: Optional[float] = _TOP_P,
     guidance: Optional[float] = _GUIDANCE,
     guidance_schedule: Optional[str] = _SCHEDULE,
+    n_samples: Optional[int] = _N_SAMPLES,
 ) -> None:
     """Run every compatible cell, resuming from DIR/index.sqlite; write a comparison table and heatmap."""
     from seqify.matrix import MatrixRequest, run_matrix
@@ -325,8 +331,8 @@ def matrix(
                         generators=_split(generators), tokenizers=_split(tokenizers), budget=budget, steps=steps, seed=seed, device=device, config_file=config,
                         train_orderer=train_orderer, seeds=_seeds(seeds, "--seeds"),
                         tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"), tokenizer_state=tokenizer_state,
-                        overrides=_overrides(_sampling(temperature, top_k, top_p, guidance, guidance_schedule),
-                                             condition),
+                        overrides=_overrides(_sampling(temperature, top_k, top_p, guidance, guidance_schedule,
+                                                       n_samples), condition),
                         execution=_execution(jobs, threads, executor, address, cpus_per_cell, gpus_per_cell, partition,
                                              time_limit, slurm_cluster))
     try:
@@ -373,6 +379,7 @@ def modelability(
     partition: Optional[str] = _PARTITION,
     time_limit: int = _TIME,
     slurm_cluster: Optional[str] = _CLUSTER,
+    n_samples: Optional[int] = _N_SAMPLES,
 ) -> None:
     """Train each tokenization under one budget; tabulate and plot bits per item against reconstruction error."""
     from seqify.modelability import ModelabilityRequest, run_modelability
@@ -384,6 +391,7 @@ def modelability(
                               steps=steps, seed=seed, device=device, config_file=config,
                               seeds=_seeds(seeds, "--seeds"), tokenizer_state=tokenizer_state,
                               tokenizer_seeds=_seeds(tokenizer_seeds, "--tokenizer-seeds"),
+                              overrides=_overrides(_sampling(None, None, None, None, None, n_samples), False),
                               execution=_execution(jobs, threads, executor, address, cpus_per_cell, gpus_per_cell,
                                                    partition, time_limit, slurm_cluster))
     try:

@@ -351,6 +351,19 @@ def test_the_cli_passes_the_sampling_options_and_condition(monkeypatch):
     assert seen["bench"].overrides == {"eval": want, "generator": {"condition": True}}
     runner.invoke(app, ["matrix", "--modalities", "image", "--orderers", "raster", "--out", "x", "--top-k", "2"])
     assert seen["matrix"].overrides == {"eval": {"top_k": 2}}
+    runner.invoke(app, ["matrix", "--modalities", "image", "--orderers", "raster", "--out", "x", "--n-samples", "2000"])
+    assert seen["matrix"].overrides == {"eval": {"n_samples": 2000}}
+    runner.invoke(app, ["bench", "-m", "image", "-o", "raster", "--out", "x", "--n-samples", "1500"])
+    assert seen["bench"].overrides == {"eval": {"n_samples": 1500}}
+    import seqify.modelability
+
+    def fake_modelability(req, rep=None):
+        seen["modelability"] = req
+        raise ConfigError("stop")
+
+    monkeypatch.setattr(seqify.modelability, "run_modelability", fake_modelability)
+    runner.invoke(app, ["modelability", "-m", "image", "--tokenizers", "vq", "--out", "x", "--n-samples", "800"])
+    assert seen["modelability"].overrides == {"eval": {"n_samples": 800}}
     runner.invoke(app, ["sample", "--run", "r", "--out", "x", "--guidance", "3"])
     assert seen["sample"]["sampling"] == {"guidance": 3.0}
     runner.invoke(app, ["bench", "-m", "image", "-o", "raster", "--out", "x"])
