@@ -145,7 +145,8 @@ class Tokenizer(Protocol):
 
     def blank(self) -> TokenSet | None:
         """An all-open item in the tokenizer's fixed layout, for unconditional
-        generation; None when the layout depends on the datum."""
+        generation (for a tokenizer whose ``spec.grows``: its first slots, which
+        ``next_slots`` extends); None when the layout depends on the datum."""
         ...
 
     def order_prior(self, batch: TokenBatch) -> torch.Tensor | None:
@@ -155,6 +156,18 @@ class Tokenizer(Protocol):
         prior. A trainable orderer (``learned``) starts its order posterior from it, so
         the generator specializes to a family of orders near this one from step 0.
         Default (:class:`BaseTokenizer`): the slots' own order (raster over the layout)."""
+        ...
+
+    def next_slots(self, tokens: TokenSet) -> TokenSet | None:
+        """For a tokenizer whose ``spec.grows``: the open slots that follow ``tokens``.
+
+        ``tokens`` is an item decoded so far: ``blank()``'s slots and those of earlier
+        calls, in order, every value filled. The answer holds the next slots' structure
+        (kinds and coordinates, values 0, not given), exactly the structure ``encode``
+        gives those slots, or None when the item is complete (:mod:`seqify.grow` asks
+        the generator to fill them, given everything before, and calls again). Raises
+        ValueError naming the problem for slots that no item of the grammar starts with.
+        Default (:class:`BaseTokenizer`): None (the template is the whole item)."""
         ...
 
 
@@ -197,6 +210,10 @@ class BaseTokenizer:
 
         B, L = batch.values.shape
         return torch.arange(L, device=batch.values.device, dtype=torch.float32).expand(B, L)
+
+    def next_slots(self, tokens: Any) -> Any:
+        """Nothing grows: the template is the whole item."""
+        return None
 
 
 @runtime_checkable

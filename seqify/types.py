@@ -67,6 +67,13 @@ class TokenizerSpec:
             prefix-closed orders such as raster can generate them).
         end_kind, end_value: the end token, for variable-length tokenizers.
         lossless: True when ``decode(encode(x)) == x`` for every datum.
+        grows: True when the tokenizer grows an item as it is decoded (a grammar:
+            octrees): ``blank()`` holds the first slots and ``Tokenizer.next_slots``
+            gives the slots that follow the values decoded so far, until the item is
+            complete (:mod:`seqify.grow`). Items then have different lengths without an
+            end token (``variable_length`` stays False). Each growth step is generated
+            given the steps before it, so only orders that train each step after the
+            earlier ones serve it (``StaticOrderer.check``).
     """
 
     kinds: tuple[KindSpec, ...]
@@ -77,12 +84,16 @@ class TokenizerSpec:
     end_kind: int | None = None
     end_value: int | None = None
     lossless: bool = True
+    grows: bool = False
 
     def __post_init__(self) -> None:
         if len(self.coord_names) != len(self.coord_sizes):
             raise ValueError("coord_names and coord_sizes must have the same length")
         if self.variable_length and (self.end_kind is None or self.end_value is None):
             raise ValueError("a variable-length spec needs end_kind and end_value")
+        if self.grows and self.variable_length:
+            raise ValueError("a spec that grows (next_slots decides the length) has no end token: "
+                             "set variable_length=False")
 
     @property
     def vocab_offsets(self) -> tuple[int, ...]:

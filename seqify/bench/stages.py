@@ -46,7 +46,7 @@ def generate_and_measure(
     filled = sample_items(
         model, templates, cell.orderer, batch_size=cfg.eval.batch_size, device=device,
         seed=seeding.stream_seed(seed, "sample"), temperature=cfg.eval.temperature, on_batch=rep.advance,
-        precision=cfg.train.precision, coord_names=tuple(data.spec.coord_names),
+        precision=cfg.train.precision, coord_names=tuple(data.spec.coord_names), tokenizer=data.tokenizer,
     )
     timings["sample_s"] = time.perf_counter() - t
     timings["sample_per_item_ms"] = 1000 * timings["sample_s"] / max(len(filled), 1)
@@ -89,7 +89,7 @@ def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int,
                                   device=device, seed=seeding.stream_seed(seed, "validation"),
                                   temperature=cell.config.eval.temperature,
                                   precision=cell.config.train.precision,
-                                  coord_names=tuple(data.spec.coord_names))
+                                  coord_names=tuple(data.spec.coord_names), tokenizer=data.tokenizer)
         samples = decode_all(data.tokenizer, filled)
         found = call_supported(cell.modality.evaluate, samples, reference, templates=templates)
         values = {k: v for k, v in found.items() if isinstance(v, float)}
