@@ -47,7 +47,8 @@ class StaticOrderer(BaseOrderer):
             return (
                 f"orderer {self.name!r} does not generate step by step as this tokenizer grows its items "
                 "(each step's slots given the earlier steps', as the tokenizer's next_slots gives them); "
-                "orders that do: 'raster', 'rar', 'random' and the adaptive orderers"
+                "orders that do: 'raster', 'rar', 'random', 'next-scale' when the steps are scales, and the "
+                "adaptive orderers"
             )
         if self.needs_any_order and not caps.any_order:
             return f"orderer {self.name!r} needs a generator that trains in any order"

@@ -266,11 +266,17 @@ class OrderBatch:
     through the blocks (the masked generator) then predicts only the block right after
     the cut, as it will decode (RandAR / MaskGIT style parallel decoding), instead of
     every block after it. Scoring and sampling ignore it.
+
+    ``block_layout`` says the orders group slots into blocks by design (one block per
+    scale): a generator with a separate layout for blocks (the causal generator) uses it
+    even when every block of this order holds one slot, as when a growing tokenizer's
+    root is sampled on its own, so that it samples as it trained.
     """
 
     perm: torch.Tensor  # [B, L] long
     block: torch.Tensor  # [B, L] long
     next_block_only: bool = False
+    block_layout: bool = False
 
     @property
     def num_blocks(self) -> torch.Tensor:
@@ -300,11 +306,11 @@ class OrderBatch:
         return sizes_Bn[:, :n]
 
     def to(self, device: torch.device | str) -> "OrderBatch":
-        return OrderBatch(self.perm.to(device), self.block.to(device), self.next_block_only)
+        return OrderBatch(self.perm.to(device), self.block.to(device), self.next_block_only, self.block_layout)
 
     def rows(self, index: slice) -> "OrderBatch":
         """The orders of items ``index`` (a slice of the batch)."""
-        return OrderBatch(self.perm[index], self.block[index], self.next_block_only)
+        return OrderBatch(self.perm[index], self.block[index], self.next_block_only, self.block_layout)
 
     @staticmethod
     def from_priorities(batch: TokenBatch, priority_BL: torch.Tensor) -> "OrderBatch":

@@ -170,7 +170,8 @@ def _clouds(n: int, seed: int = 0):
     return [PointCloudItem(normalize_box(rng.normal(size=(64, 3)) * [1.0, 0.6, 0.4])) for _ in range(n)]
 
 
-@pytest.mark.parametrize("generator, orderer", [("causal", Raster()), ("masked", Random())])
+@pytest.mark.parametrize("generator, orderer", [("causal", Raster()), ("masked", Random()), ("causal", "next-scale"),
+                                               ("masked", "next-scale")])
 def test_random_weight_models_grow_complete_octrees(generator, orderer):
     """Valid by construction: every sample of an untrained model decodes to a complete tree,
     also when the model announces far more children than fit (they are thinned)."""
@@ -180,7 +181,12 @@ def test_random_weight_models_grow_complete_octrees(generator, orderer):
 
     tok = OctreeTokenizer(depth=4)
     tok.fit(_clouds(4))
+    if orderer == "next-scale":  # one block per level
+        from seqify_orderers.spatial import NextScale
+
+        orderer = NextScale()
     cls = {"causal": CausalTransformer, "masked": MaskedTransformer}[generator]
+    assert orderer.check(tok.spec, cls.caps) is None
     torch.manual_seed(0)
     model = cls(tok.spec, {"d_model": 32, "n_layers": 1, "n_heads": 2})
     out = sample_items(model, [tok.blank() for _ in range(12)], orderer, batch_size=6, device=CPU, seed=0,
@@ -189,5 +195,54 @@ def test_random_weight_models_grow_complete_octrees(generator, orderer):
     assert all(d is not None for d in decoded)
     assert all(octree_walk(item.values.numpy() + 1, 4, tok.spec.max_len).complete for item in out)
     assert all(len(item) <= tok.spec.max_len for item in out)
-    # an untrained model sets about half the bits of each code: the deepest level overflows
-    assert any(d.source == THINNED for d in decoded)
+    # a model that announces every child (code 255) overflows max_len: thinned, still complete
+    with torch.no_grad():
+        model.head.bias[254] = 50.0
+    out = sample_items(model, [tok.blank() for _ in range(4)], orderer, batch_size=4, device=CPU, seed=0,
+                       temperature=1.0, tokenizer=tok, coord_names=tok.spec.coord_names)
+    assert all(bool((item.values == 254).all()) and len(item) <= tok.spec.max_len for item in out)
+    assert all(tok.decode(item).source == THINNED for item in out)
+
+
+@pytest.mark.parametrize("orderer_name", ["raster", "next-scale"])
+def test_each_growth_step_is_predicted_as_in_training(orderer_name):
+    """encode and grow agree inside the model: at every step of growing the true tree,
+    the causal generator's distribution for the open slots (given the levels before, as
+    the grow loop asks) equals the one scoring the whole encoded tree gives them (raster:
+    the step's first slot, whose context is all true values; next-scale: the whole level,
+    one block). With next-scale the root alone is a one-slot block, sampled in the block
+    layout it trained in."""
+    from seqify_generators.causal import CausalTransformer
+    from seqify_orderers.spatial import NextScale
+    from seqify_pointcloud.octree import OctreeTokenizer
+    from seqify.types import collate
+
+    orderer = Raster() if orderer_name == "raster" else NextScale()
+    tok = OctreeTokenizer(depth=4)
+    clouds = _clouds(3, seed=1)
+    tok.fit(clouds)
+    assert orderer.check(tok.spec, CausalTransformer.caps) is None
+    torch.manual_seed(0)
+    model = CausalTransformer(tok.spec, {"d_model": 32, "n_layers": 2, "n_heads": 2}).eval()
+    names = tok.spec.coord_names
+    truth = tok.encode(clouds[0])
+    batch = collate([truth], coord_names=names)
+    scores, _ = model.score(batch, orderer.infer_orders(batch, rng=torch.Generator().manual_seed(0)))
+    grown, steps = tok.blank(), 0
+    while True:
+        template = collate([grown], coord_names=names)
+        order = orderer.infer_orders(template, rng=torch.Generator().manual_seed(0))
+        _, logp_BLV = model.generate(template, order, rng=torch.Generator().manual_seed(0), return_logp=True)
+        open_L = ~grown.given
+        n = len(grown)
+        if orderer_name == "raster":  # later slots of the step follow the sampled values: the first one
+            open_L = open_L & (torch.arange(n) == int(open_L.nonzero()[0]))
+        true_gid = truth.values[:n][open_L]  # one kind: global id = value
+        step_logp = logp_BLV[0, :n][open_L].gather(1, true_gid[:, None])[:, 0]
+        assert torch.allclose(step_logp, scores.logp[0, :n][open_L], atol=1e-4), steps
+        done = TokenSet(truth.values[:n].clone(), grown.kinds, grown.coords, torch.zeros(n, dtype=torch.bool))
+        nxt = tok.next_slots(done)
+        if nxt is None:
+            break
+        grown, steps = extend(done, nxt), steps + 1
+    assert len(grown) == len(truth) and steps == 3

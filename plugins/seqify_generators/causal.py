@@ -77,7 +77,10 @@ _HIDDEN = 1 << 40
 
 
 def _has_big_blocks(order: OrderBatch) -> bool:
-    """True when some item's order predicts more than one slot in one block."""
+    """True when some item's order predicts more than one slot in one block, or the
+    orderer asked for the block layout (``OrderBatch.block_layout``)."""
+    if order.block_layout:
+        return True
     predicted_B = (order.block >= 0).sum(1)
     return bool((predicted_B != order.num_blocks.clamp_min(0)).any())
 
