@@ -135,6 +135,10 @@ def test_spec_that_grows_has_no_end_token_and_orderers_check_it():
     caps = GeneratorCaps(any_order=True, blocks=True)
     assert Raster().check(spec, caps) is None and Random().check(spec, caps) is None
     assert "does not generate step by step" in Reverse().check(spec, caps)
+    from seqify_learned.orderer import LearnedOrder
+
+    assert "grows its items" in LearnedOrder().check(spec, GeneratorCaps(any_order=True, blocks=True,
+                                                                          hidden_states=True))
 
 
 def test_extend_marks_the_item_so_far_given():
