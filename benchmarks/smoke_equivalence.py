@@ -7,7 +7,9 @@ diagnostics, training log) with ``benchmarks/smoke_reference.json``.
 
 The reference was recorded before the closed-protocols refactor (issue 17), on this
 machine with one torch thread (the two image cells again for issue 21, whose shipped feature
-extractor replaced the per-run classifier: their metrics moved, nothing else), so the comparison is exact on the same kind of CPU; on
+extractor replaced the per-run classifier: their metrics moved, nothing else; the octree cell again for
+issue 19, whose trees grow as decoded: its tokens, model and samples changed, and both point-cloud cells
+gained the ``thinned`` count), so the comparison is exact on the same kind of CPU; on
 another CPU, learned tokenizers and bf16 kernels may move figures (see RESULTS.md).
 
     python benchmarks/smoke_equivalence.py             # compare with the reference
