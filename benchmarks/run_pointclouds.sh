@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The point-cloud figures of benchmarks/RESULTS.md (issue 10), quick budget, seed 0.
+# The point-cloud figures of benchmarks/RESULTS.md (issues 10 and 19), quick budget, seed 0.
 # Each point order of the coords tokenizer gets its own matrix folder (the cell folders
 # are named by tokenizer, not by its settings); two run side by side, one thread each.
 set -euo pipefail
@@ -18,4 +18,7 @@ sorts morton > runs/pc-b.log 2>&1
 # coords (zyx) against octree, reconstruction beside modelability; octree is generated in raster order
 seqify modelability --modality pointcloud --tokenizers coords,octree --orderer raster --generator causal \
     --budget quick --seed "$SEED" --out runs/pc-tok >> runs/pc-b.log 2>&1
+# the octree grown one level per block (issue 19): next-scale
+seqify bench --modality pointcloud --tokenizer octree --orderer next-scale --generator causal \
+    --budget quick --seed "$SEED" --out runs/pc-octree-nextscale >> runs/pc-b.log 2>&1
 wait

@@ -7,9 +7,10 @@ diagnostics, training log) with ``benchmarks/smoke_reference.json``.
 
 The reference was recorded before the closed-protocols refactor (issue 17), on this
 machine with one torch thread (the two image cells again for issue 21, whose shipped feature
-extractor replaced the per-run classifier: their metrics moved, nothing else; image-nextscale and
-pointcloud-coords-parallel again for issue 19, whose merged block layout and f_hat inputs changed the causal generator's
-blocks), so the comparison is exact on the same kind of CPU; on
+extractor replaced the per-run classifier: their metrics moved, nothing else; for issue 19 image-nextscale and
+pointcloud-coords-parallel, whose merged block layout and f_hat inputs changed the causal generator's blocks, and
+the octree cell, whose trees grow as decoded: its tokens, model and samples changed, and both point-cloud cells
+gained the ``thinned`` count), so the comparison is exact on the same kind of CPU; on
 another CPU, learned tokenizers and bf16 kernels may move figures (see RESULTS.md).
 
     python benchmarks/smoke_equivalence.py             # compare with the reference

@@ -14,7 +14,7 @@ import torch
 
 from seqify.dataset import TokenTable
 from seqify.ordermap import OrderMap
-from seqify.protocols import Orderer
+from seqify.protocols import Orderer, Tokenizer
 from seqify.training import autocast
 from seqify.types import TokenBatch, TokenSet, collate
 
@@ -115,15 +115,24 @@ def sample_items(
     precision: str = "auto",
     coord_names: tuple[str, ...] = (),
     controls: dict | None = None,
+    tokenizer: Tokenizer | None = None,
 ) -> list[TokenSet]:
     """Fill every template with ``model.sample``, in batches, reproducibly from ``seed``,
     in the arithmetic of ``precision`` (``TrainConfig.precision``); the batches carry
     ``coord_names`` (the tokenizer's ``spec.coord_names``) for the orderer, and each
     template's condition class (``TokenSet.cond``) when it has one. ``controls``: more
     keywords of ``sample`` (top_k, top_p, guidance, guidance_schedule), passed only when
-    given (:meth:`seqify.config.EvalConfig.sampling_keywords`)."""
+    given (:meth:`seqify.config.EvalConfig.sampling_keywords`). When ``tokenizer``'s spec
+    grows, each item grows step by step with its ``next_slots``
+    (:func:`seqify.grow.grow_items`) until it is complete."""
     model.eval()
     rng = torch.Generator().manual_seed(seed)
+    if tokenizer is not None and getattr(tokenizer.spec, "grows", False):
+        from seqify.grow import grow_items
+
+        return grow_items(model, tokenizer, templates, orderer, batch_size=batch_size, device=device, rng=rng,
+                          temperature=temperature, on_batch=on_batch, precision=precision, coord_names=coord_names,
+                          controls=controls)
     out: list[TokenSet] = []
     for start in range(0, len(templates), batch_size):
         chunk = templates[start : start + batch_size]

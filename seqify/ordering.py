@@ -26,11 +26,15 @@ class StaticOrderer(BaseOrderer):
     generate variable-length items), ``needs_any_order`` = False only for the
     canonical order itself, and ``produces_blocks`` when the orders group several
     slots into one block (then only generators with ``GeneratorCaps.blocks`` apply).
+    Set ``grows_in_steps`` when the orders it trains on also cover generating a growing
+    tokenizer's items (``TokenizerSpec.grows``) step by step, each step's slots after
+    the earlier steps' (random orders do; prefix-closed orders always do).
     """
 
     name: str = "static"
     prefix_closed: ClassVar[bool] = False
     needs_any_order: ClassVar[bool] = True
+    grows_in_steps: ClassVar[bool] = False
 
     def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
         if spec.variable_length and not self.prefix_closed:
@@ -38,6 +42,13 @@ class StaticOrderer(BaseOrderer):
                 f"orderer {self.name!r} needs to know how many slots an item has, but this "
                 "tokenizer is variable-length (its end token decides); only prefix-closed "
                 "orders such as 'raster' can generate it"
+            )
+        if getattr(spec, "grows", False) and not (self.prefix_closed or self.grows_in_steps):
+            return (
+                f"orderer {self.name!r} does not generate step by step as this tokenizer grows its items "
+                "(each step's slots given the earlier steps', as the tokenizer's next_slots gives them); "
+                "orders that do: 'raster', 'rar', 'random', 'next-scale' when the steps are scales, and the "
+                "adaptive orderers"
             )
         if self.needs_any_order and not caps.any_order:
             return f"orderer {self.name!r} needs a generator that trains in any order"

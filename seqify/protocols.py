@@ -147,7 +147,8 @@ class Tokenizer(Protocol):
 
     def blank(self) -> TokenSet | None:
         """An all-open item in the tokenizer's fixed layout, for unconditional
-        generation; None when the layout depends on the datum."""
+        generation (for a tokenizer whose ``spec.grows``: its first slots, which
+        ``next_slots`` extends); None when the layout depends on the datum."""
         ...
 
     def order_prior(self, batch: TokenBatch) -> torch.Tensor | None:
@@ -171,6 +172,18 @@ class Tokenizer(Protocol):
         decode every lower level first, and recomputes them as its samples grow, so
         training and sampling see the same inputs. ``slot_input_dim`` is the width
         ``F``, read when the generator is built (after ``fit``)."""
+        ...
+
+    def next_slots(self, tokens: TokenSet) -> TokenSet | None:
+        """For a tokenizer whose ``spec.grows``: the open slots that follow ``tokens``.
+
+        ``tokens`` is an item decoded so far: ``blank()``'s slots and those of earlier
+        calls, in order, every value filled. The answer holds the next slots' structure
+        (kinds and coordinates, values 0, not given), exactly the structure ``encode``
+        gives those slots, or None when the item is complete (:mod:`seqify.grow` asks
+        the generator to fill them, given everything before, and calls again). Raises
+        ValueError naming the problem for slots that no item of the grammar starts with.
+        Default (:class:`BaseTokenizer`): None (the template is the whole item)."""
         ...
 
 
@@ -219,6 +232,10 @@ class BaseTokenizer:
 
     def slot_inputs(self, batch: Any) -> Any:
         """No slot inputs."""
+        return None
+
+    def next_slots(self, tokens: Any) -> Any:
+        """Nothing grows: the template is the whole item."""
         return None
 
 

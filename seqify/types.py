@@ -67,6 +67,13 @@ class TokenizerSpec:
             prefix-closed orders such as raster can generate them).
         end_kind, end_value: the end token, for variable-length tokenizers.
         lossless: True when ``decode(encode(x)) == x`` for every datum.
+        grows: True when the tokenizer grows an item as it is decoded (a grammar:
+            octrees): ``blank()`` holds the first slots and ``Tokenizer.next_slots``
+            gives the slots that follow the values decoded so far, until the item is
+            complete (:mod:`seqify.grow`). Items then have different lengths without an
+            end token (``variable_length`` stays False). Each growth step is generated
+            given the steps before it, so only orders that train each step after the
+            earlier ones serve it (``StaticOrderer.check``).
     """
 
     kinds: tuple[KindSpec, ...]
@@ -77,12 +84,16 @@ class TokenizerSpec:
     end_kind: int | None = None
     end_value: int | None = None
     lossless: bool = True
+    grows: bool = False
 
     def __post_init__(self) -> None:
         if len(self.coord_names) != len(self.coord_sizes):
             raise ValueError("coord_names and coord_sizes must have the same length")
         if self.variable_length and (self.end_kind is None or self.end_value is None):
             raise ValueError("a variable-length spec needs end_kind and end_value")
+        if self.grows and self.variable_length:
+            raise ValueError("a spec that grows (next_slots decides the length) has no end token: "
+                             "set variable_length=False")
 
     @property
     def vocab_offsets(self) -> tuple[int, ...]:
@@ -272,11 +283,17 @@ class OrderBatch:
     through the blocks (the masked generator) then predicts only the block right after
     the cut, as it will decode (RandAR / MaskGIT style parallel decoding), instead of
     every block after it. Scoring and sampling ignore it.
+
+    ``block_layout`` says the orders group slots into blocks by design (one block per
+    scale): a generator with a separate layout for blocks (the causal generator) uses it
+    even when every block of this order holds one slot, as when a growing tokenizer's
+    root is sampled on its own, so that it samples as it trained.
     """
 
     perm: torch.Tensor  # [B, L] long
     block: torch.Tensor  # [B, L] long
     next_block_only: bool = False
+    block_layout: bool = False
 
     @property
     def num_blocks(self) -> torch.Tensor:
@@ -306,11 +323,11 @@ class OrderBatch:
         return sizes_Bn[:, :n]
 
     def to(self, device: torch.device | str) -> "OrderBatch":
-        return OrderBatch(self.perm.to(device), self.block.to(device), self.next_block_only)
+        return OrderBatch(self.perm.to(device), self.block.to(device), self.next_block_only, self.block_layout)
 
     def rows(self, index: slice) -> "OrderBatch":
         """The orders of items ``index`` (a slice of the batch)."""
-        return OrderBatch(self.perm[index], self.block[index], self.next_block_only)
+        return OrderBatch(self.perm[index], self.block[index], self.next_block_only, self.block_layout)
 
     @staticmethod
     def from_priorities(batch: TokenBatch, priority_BL: torch.Tensor) -> "OrderBatch":

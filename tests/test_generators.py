@@ -800,3 +800,14 @@ def test_causal_slot_inputs_do_not_peek_at_their_own_level():
         assert torch.allclose(other.logp[earlier], base.logp[earlier])
         if later.any():
             assert not torch.allclose(other.logp[later], base.logp[later])
+
+
+def test_causal_block_layout_auto_is_merged_but_split_for_a_growing_spec():
+    import dataclasses
+
+    assert model(CausalTransformer).block_layout == "merged"
+    grows = dataclasses.replace(SPEC, grows=True)
+    assert CausalTransformer(grows, CausalTransformer.config_model(**TINY)).block_layout == "split"
+    assert CausalTransformer(grows, CausalTransformer.config_model(**TINY, block_layout="split")).block_layout == "split"
+    with pytest.raises(ValueError, match="cannot serve a tokenizer that grows"):
+        CausalTransformer(grows, CausalTransformer.config_model(**TINY, block_layout="merged"))

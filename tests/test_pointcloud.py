@@ -31,7 +31,7 @@ from seqify_pointcloud.metrics import (
     stack_clouds,
 )
 from seqify_pointcloud.modality import POINTCLOUD_BUDGETS, PointCloud
-from seqify_pointcloud.octree import END, OctreeTokenizer, octree_cells, octree_codes
+from seqify_pointcloud.octree import OctreeTokenizer, octree_cells, octree_codes
 from seqify_pointcloud.tokenizers import CoordsTokenizer, morton_codes, quantize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,7 +291,9 @@ def test_octree_codes_of_known_clouds():
     tok = OctreeTokenizer(depth=2)
     tok.fit([PointCloudItem(pts)])
     ts = tok.encode(PointCloudItem(pts))
-    assert ts.values.tolist() == [254] + [127] * 8 + [END]  # value = code - 1, then END
+    assert ts.values.tolist() == [254] + [127] * 8  # value = code - 1, no END
+    # every slot knows its cell: (scale, x, y, z corner on the level-1 grid, octant)
+    assert ts.coords.tolist() == [[0, 0, 0, 0, 0]] + [[1, k & 1, (k >> 1) & 1, k >> 2, k] for k in range(8)]
     centres = tok.decode(ts).points
     expected = np.where(octants > 0, 0.75, -0.25)
     assert sorted(map(tuple, centres.tolist())) == sorted(map(tuple, expected.tolist()))
@@ -321,37 +323,115 @@ def test_octree_lenient_decoding_reads_the_tree_as_far_as_it_goes():
     tok.fit([PointCloudItem(np.array([[0.5, 0.5, 0.5], [-0.5, -0.5, -0.5]], dtype=np.float32))])
     ts = tok.encode(PointCloudItem(np.array([[0.5, 0.5, 0.5], [-0.5, -0.5, -0.5]], dtype=np.float32)))
     assert tok.decode(ts).source == "decoded"
-    assert len(ts) == 4  # root code, two level-1 codes, END
-    cut = ts.with_values(torch.cat([ts.values[:2], torch.tensor([END, END])]))
+    assert len(ts) == 3  # root code, two level-1 codes
+    cut = type(ts)(ts.values[:2], ts.kinds[:2], ts.coords[:2], ts.given[:2])
     assert tok.decode(cut).source == INCOMPLETE and OctreeTokenizer(depth=2).decode(cut) is None
     assert repr(tok) == repr(OctreeTokenizer(depth=2))  # same tokens: same caches
 
 
-def test_octree_is_variable_length_with_an_end_token():
-    from seqify_orderers.orderers import Random, Raster
+def test_octree_grows_level_by_level_without_an_end_token():
     from seqify.protocols import GeneratorCaps
+    from seqify_orderers.orderers import RAR, FixedRandom, Random, Raster, Reverse
 
     items = [_blob(s, n=48) for s in range(6)] + [PointCloudItem(normalize_box(np.eye(3)))]
     tok = OctreeTokenizer(depth=4)
     tok.fit(items)
     spec = tok.spec
-    assert spec.variable_length and spec.end_kind == 0 and spec.end_value == END
-    assert spec.kinds[0].size == 256 and not spec.lossless
+    assert spec.grows and not spec.variable_length and spec.end_kind is None
+    assert spec.kinds[0].size == 255 and not spec.lossless
+    assert spec.coord_names == ("scale", "x", "y", "z", "octant") and spec.coord_sizes == (4, 8, 8, 8, 8)
     lengths = {len(tok.encode(it)) for it in items}
-    assert len(lengths) > 1
+    assert len(lengths) > 1 and max(lengths) <= spec.max_len
     for it in items:
         ts = tok.encode(it)
-        assert int(ts.values[-1]) == END and int((ts.values == END).sum()) == 1
         back = tok.decode(ts).points
         # leaf centres: every point is within half a leaf (1 / 2^depth) of its cell centre
         d = np.abs(it.points[:, None, :] - back[None, :, :]).max(-1).min(1)
         assert d.max() <= 1.0 / 16 + 1e-6
-    # padding after END (as a batch of samples has) is ignored; a missing END with extra codes is not
+        # the scale coordinate rises level by level, coarse to fine, from the root
+        scale = ts.coords[:, 0]
+        assert int(scale[0]) == 0 and bool((scale[1:] >= scale[:-1]).all()) and int(scale[-1]) == 3
+    # padding (as a batch of samples has) is removed by unbatch: the tree decodes
     batch = collate([tok.encode(it) for it in items[:2]])
     assert tok.decode(batch.unbatch()[0]) is not None
     caps = GeneratorCaps(any_order=True, blocks=True, adaptive=True, variable_length=True)
-    assert Raster().check(spec, caps) is None
-    assert "prefix-closed" in Random().check(spec, caps)
+    for orderer in (Raster(), RAR(), Random()):
+        assert orderer.check(spec, caps) is None, orderer
+    for orderer in (Reverse(), FixedRandom()):
+        assert "step by step" in orderer.check(spec, caps)
+
+
+def test_octree_next_slots_give_the_coordinates_encode_gives():
+    """Teacher forcing: growing the true tree with next_slots yields encode's slots exactly."""
+    from seqify.grow import extend
+
+    items = [_blob(s, n=64) for s in range(4)]
+    tok = OctreeTokenizer(depth=5)
+    tok.fit(items)
+    for it in items:
+        truth = tok.encode(it)
+        grown, steps = tok.blank(), 0
+        while True:
+            grown = type(grown)(truth.values[: len(grown)].clone(), grown.kinds, grown.coords, grown.given)
+            nxt = tok.next_slots(grown)
+            if nxt is None:
+                break
+            assert not bool(nxt.given.any()) and bool((nxt.values == 0).all())
+            grown, steps = extend(grown, nxt), steps + 1
+        assert steps == tok.depth - 1  # the root, then one step per level
+        assert torch.equal(grown.coords, truth.coords) and torch.equal(grown.kinds, truth.kinds)
+        assert torch.equal(grown.values, truth.values)
+
+
+def test_octree_next_slots_refuses_what_no_tree_starts_with():
+    items = [_blob(s, n=64) for s in range(3)]
+    tok = OctreeTokenizer(depth=4)
+    tok.fit(items)
+    ts = tok.encode(items[0])
+    cut = type(ts)(ts.values[:3], ts.kinds[:3], ts.coords[:3], ts.given[:3])  # inside level 1
+    with pytest.raises(ValueError, match="end inside level 1"):
+        tok.next_slots(cut)
+    bad = type(ts)(torch.tensor([255]), ts.kinds[:1], ts.coords[:1], ts.given[:1])
+    with pytest.raises(ValueError, match="slot 0 holds value 255"):
+        tok.next_slots(bad)
+    moved = ts.coords[:1].clone()
+    moved[0, 1] = 3
+    with pytest.raises(ValueError, match="slot 0 has coordinates"):
+        tok.next_slots(type(ts)(ts.values[:1], ts.kinds[:1], moved, ts.given[:1]))
+    assert torch.equal(tok.next_slots(type(ts)(ts.values[:0], ts.kinds[:0], ts.coords[:0], ts.given[:0])).coords,
+                       tok.blank().coords)
+
+
+def test_octree_thins_children_that_would_not_fit_and_every_tree_completes():
+    from seqify_pointcloud.octree import THINNED, full_tree, octree_walk
+
+    # the full tree of depth 3 has 1 + 8 + 64 = 73 codes; with max_len 20 the level-2
+    # cells are thinned to (20 - 9) // 1 = 11, round-robin: every level-1 cell keeps one
+    codes = np.full(full_tree(3), 255)
+    walk = octree_walk(codes[:9], 3, max_len=20)
+    assert walk.thinned and walk.cells[2].shape[0] == 11 and not walk.complete
+    parents = walk.cells[2] // 2
+    assert len({tuple(p) for p in parents.tolist()}) == 8  # every parent kept a child
+    walk = octree_walk(codes[:20], 3, max_len=20)
+    assert walk.complete and walk.cells[3].shape[0] == 11 * 8
+    tok = OctreeTokenizer(depth=3)
+    tok.load_state_dict({"max_len": 20, "layout": 2})
+    ts = type(tok.blank())(torch.full((20,), 254), torch.zeros(20, dtype=torch.long),
+                           torch.zeros(20, 5, dtype=torch.long), torch.zeros(20, dtype=torch.bool))
+    assert tok.decode(ts).source == THINNED
+    # a training tree never needs thinning (max_len is at least its length)
+    items = [_blob(s, n=64) for s in range(4)]
+    tok = OctreeTokenizer(depth=5)
+    tok.fit(items)
+    assert not any(octree_walk(tok.encode(it).values.numpy() + 1, 5, tok.spec.max_len).thinned for it in items)
+
+
+def test_octree_state_of_the_earlier_layout_is_refused():
+    tok = OctreeTokenizer(depth=3)
+    with pytest.raises(ValueError, match="earlier token layout"):
+        tok.load_state_dict({"max_len": 40})
+    with pytest.raises(ValueError, match="layout"):
+        tok.load_state_dict({"max_len": 40, "layout": 1})
 
 
 def test_check_tokenizer_passes_for_both_tokenizers():

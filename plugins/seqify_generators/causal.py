@@ -79,11 +79,13 @@ class CausalConfig(TransformerConfig, ConditionConfig):
         True, description="add a projection of the tokenizer's slot inputs (Tokenizer.slot_inputs: VAR's f_hat "
         "canvas for next-scale tokens) to each slot's target embedding when the tokenizer gives them; orders must "
         "then decode every lower level first (next-scale, raster)")
-    block_layout: Literal["merged", "split"] = Field(
-        "merged", description="layout of orders with blocks larger than one: 'merged' (one token per slot: the "
+    block_layout: Literal["auto", "merged", "split"] = Field(
+        "auto", description="layout of orders with blocks larger than one: 'merged' (one token per slot: the "
         "token of a block's i-th slot also carries the value of the previous block's i-th slot, so sampling "
-        "takes one pass per block) or 'split' (a value token and a query token per slot; the layout of "
-        "checkpoints written before the merged one)")
+        "takes one pass per block), 'split' (a value token and a query token per slot; the layout of "
+        "checkpoints written before the merged one, and the one in which a block decoded earlier and a given "
+        "slot look alike, as a growing tokenizer's steps need), or 'auto' (merged, but split for a spec that "
+        "grows)")
 
     @model_validator(mode="after")
     def _no_axis_heads(self) -> "CausalConfig":
@@ -101,7 +103,10 @@ _HIDDEN = 1 << 40
 
 
 def _has_big_blocks(order: OrderBatch) -> bool:
-    """True when some item's order predicts more than one slot in one block."""
+    """True when some item's order predicts more than one slot in one block, or the
+    orderer asked for the block layout (``OrderBatch.block_layout``)."""
+    if order.block_layout:
+        return True
     predicted_B = (order.block >= 0).sum(1)
     return bool((predicted_B != order.num_blocks.clamp_min(0)).any())
 
@@ -265,6 +270,13 @@ class CausalTransformer(nn.Module):
         if self.config.condition and self.conditions < 1:
             raise ValueError("causal: condition = true needs condition classes, but the data declares none "
                              "(the modality gives no per-item condition for this dataset)")
+        grows = bool(getattr(spec, "grows", False))
+        if grows and self.config.block_layout == "merged":
+            raise ValueError("causal: block_layout 'merged' cannot serve a tokenizer that grows (each growth step "
+                             "is sampled with the earlier steps given, and the merged layout tells given slots from "
+                             "earlier blocks): use 'split' or 'auto'")
+        #: the block layout in use ("merged" or "split"; see CausalConfig.block_layout)
+        self.block_layout = ("split" if grows else "merged") if self.config.block_layout == "auto" else self.config.block_layout
         self.bos_id = spec.total_vocab
         self.value_embed = nn.Embedding(spec.total_vocab + 1, d)  # + BOS
         self.source_embed = SlotEmbedding(spec, d)  # the slot whose value a position holds
@@ -367,7 +379,7 @@ class CausalTransformer(nn.Module):
         Split layout: BOS, the L value tokens in order, the L query tokens in order.
         Merged layout: BOS and one group of tokens per block (:class:`_Merged`).
         """
-        if self.config.block_layout == "split":
+        if self.block_layout == "split":
             return self.block_states(gid_BL, source_BLD, target_BLD, order, label_B=label_B)[:, 1 + order.perm.shape[1] :]
         layout = _Merged(order)
         T = layout.offsets[-1]
@@ -756,7 +768,7 @@ class CausalTransformer(nn.Module):
         start_BK = n_given_B[:, None] + torch.cumsum(sizes_BK, dim=1) - sizes_BK  # order position of each block
         widths_K = [int(w) for w in sizes_BK.max(dim=0).values.tolist()]
         rows_BL = torch.arange(B, device=device)[:, None].expand(B, L)
-        merged = self.config.block_layout == "merged"
+        merged = self.block_layout == "merged"
         cache = keys_level_BS = keys_pos_BS = pending = layout = None
         if use_cache:
             keys_level_BS = torch.zeros(B, 0, dtype=torch.long, device=device)
@@ -826,4 +838,4 @@ class CausalTransformer(nn.Module):
 def _twice_order(order: OrderBatch) -> OrderBatch:
     """The orders of :func:`seqify.nn.with_null_rows`'s batch: each row's order twice."""
     return OrderBatch(torch.cat([order.perm, order.perm]), torch.cat([order.block, order.block]),
-                      next_block_only=order.next_block_only)
+                      next_block_only=order.next_block_only, block_layout=order.block_layout)

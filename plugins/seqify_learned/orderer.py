@@ -79,6 +79,9 @@ class LearnedOrder(BaseTrainableOrderer):
                 "orderer 'learned' chooses among all slots, but this tokenizer is variable-length: "
                 "the number of slots is not known before generation"
             )
+        if getattr(spec, "grows", False):
+            return ("orderer 'learned' orders all of an item's slots at once, but this tokenizer grows its items "
+                    "step by step as they are decoded (next_slots): the slots are not known before generation")
         if not caps.hidden_states and not (caps.any_order and caps.blocks and not caps.adaptive):
             return (
                 "orderer 'learned' reads its order policy off the generator's states: it needs a generator with "

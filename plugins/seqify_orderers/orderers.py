@@ -35,6 +35,7 @@ class Random(StaticOrderer):
 
     name = "random"
     stochastic = True
+    grows_in_steps = True  # any-order training covers each growth step given the earlier ones
 
     def priority(self, batch, rng):
         return random_priority(batch, rng)

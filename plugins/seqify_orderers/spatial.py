@@ -276,12 +276,19 @@ class Morton(StaticOrderer):
 
 class NextScale(StaticOrderer):
     """VAR's next-scale order: one block per value of the first coordinate, which must be
-    named "scale", coarse (0) to fine; inside a block, raster over the other axes
-    (lexicographic, ties by slot index). Training asks for next-block-only prediction
-    (a masked generator learns to predict the next scale from the coarser ones)."""
+    named "scale", coarse (0) to fine; inside a block, the tokenizer's own slot order
+    (for VAR's scale-major, row-major layout the raster over (row, col)). Training asks
+    for next-block-only prediction (a masked generator learns to predict the next scale
+    from the coarser ones). The order inside a block only matters to a causal
+    generator's value tokens; the slot order keeps it the order in which given slots
+    come (canonical), so a growing tokenizer's earlier steps, given while the next scale
+    is sampled, are read as in training."""
 
     name = "next-scale"
     produces_blocks = True
+    #: a growing tokenizer whose first axis is "scale" grows whole scales, coarse to fine
+    #: (the octree: one level per step), so each step is one or more of these blocks
+    grows_in_steps = True
 
     def check(self, spec: TokenizerSpec, caps: GeneratorCaps) -> str | None:
         if not spec.coord_names or spec.coord_names[0] != _SCALE:
@@ -293,14 +300,13 @@ class NextScale(StaticOrderer):
 
     @staticmethod
     def _keys(batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``scale [B, L]`` and the raster rank inside the item ``[B, L]``."""
+        """``scale [B, L]`` and the slot index ``[B, L]`` (the order inside a scale)."""
         coords = batch.coords.long()
         if coords.shape[-1] == 0:
             raise NotApplicableError("orderer 'next-scale' needs a first coordinate named 'scale'; the batch has none")
         scale_BL = torch.where(batch.pad.to(coords.device), 0, coords[..., 0])
-        rest = [coords[..., a] for a in range(1, coords.shape[-1])]
-        raster_BL = lex_rank(rest) if rest else torch.zeros_like(scale_BL)
-        return scale_BL, raster_BL
+        B, L = scale_BL.shape
+        return scale_BL, torch.arange(L, device=coords.device).expand(B, L)
 
     def priority(self, batch: TokenBatch, rng: torch.Generator) -> torch.Tensor:
         scale_BL, raster_BL = self._keys(batch)
@@ -308,8 +314,9 @@ class NextScale(StaticOrderer):
 
     def infer_orders(self, batch: TokenBatch, *, rng: torch.Generator) -> OrderBatch:
         scale_BL, raster_BL = self._keys(batch)
-        return OrderBatch.from_groups(batch, scale_BL, raster_BL.to(torch.float64))
+        order = OrderBatch.from_groups(batch, scale_BL, raster_BL.to(torch.float64))
+        return OrderBatch(order.perm, order.block, block_layout=True)
 
     def train_orders(self, batch: TokenBatch, *, progress: float, rng: torch.Generator) -> OrderBatch:
         order = self.infer_orders(batch, rng=rng)
-        return OrderBatch(order.perm, order.block, next_block_only=True)
+        return OrderBatch(order.perm, order.block, next_block_only=True, block_layout=True)

@@ -35,6 +35,6 @@ def register_tokenizers(register):
     register(
         "octree",
         "seqify_pointcloud.octree:OctreeTokenizer",
-        "Octree child-occupancy codes, breadth-first, coarse to fine, ending with END (variable length).",
+        "Octree child-occupancy codes, level by level, coarse to fine, grown as decoded (each slot knows its cell).",
         modality="pointcloud",
     )

@@ -160,7 +160,7 @@ class PointCloud(BaseModality):
         as many training clouds in place of the samples). Failed samples (None) count
         as described in :mod:`seqify_pointcloud.metrics`."""
         from seqify_pointcloud.metrics import generation_metrics
-        from seqify_pointcloud.octree import INCOMPLETE
+        from seqify_pointcloud.octree import INCOMPLETE, THINNED
 
         opt = self.options
         timings: dict[str, float] = {}
@@ -171,6 +171,7 @@ class PointCloud(BaseModality):
         )
         timings["total_s"] = time.perf_counter() - t
         out["incomplete"] = sum(1 for x in samples if x is not None and getattr(x, "source", "") == INCOMPLETE)
+        out["thinned"] = sum(1 for x in samples if x is not None and getattr(x, "source", "") == THINNED)
         out["metric_timings"] = {k: round(v, 3) for k, v in timings.items()}
         out["protocol"] = (
             "PointFlow: CD = mean squared NN distance both ways, summed; EMD = mean Euclidean distance of the exact "
@@ -180,6 +181,7 @@ class PointCloud(BaseModality):
             "references = the first n_samples test clouds; floor_* = the same with training clouds as samples; "
             "failed samples are infinitely far from everything (cover nothing, count as identified by 1-NN); "
             "incomplete = samples an octree tokenizer with decode='lenient' decoded from an incomplete tree; "
+            "thinned = complete octree samples whose children were thinned to fit the tokenizer's max_len; "
             "clouds normalized per shape into [-1, 1]^3 (see data.normalization)"
         )
         return out

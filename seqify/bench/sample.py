@@ -84,7 +84,7 @@ def run_sample(
     out.mkdir(parents=True, exist_ok=True)
     data_ = prepare_data(cell, load_req, rep, timings, device=dev, tokenizer_state=state["tokenizer"],
                          evaluate_every_item=transfer and cell.names["dataset"] != trained["dataset"])
-    if "spec_json" in state and json.dumps(dataclasses.asdict(data_.spec)) != state["spec_json"]:
+    if "spec_json" in state and not _same_spec(data_.spec, json.loads(state["spec_json"])):
         raise ConfigError(f"dataset {cell.names['dataset']!r} tokenizes to another structure than the data the model "
                           f"was trained on ({trained['dataset']!r}): {dataclasses.asdict(data_.spec)} against "
                           f"{json.loads(state['spec_json'])}")
@@ -111,3 +111,11 @@ def run_sample(
                "files": {"results": "sample_results.json", **found["files"]}}
     atomic_write_json(out / "sample_results.json", results)
     return BenchResult(results, out, results["files"])
+
+
+def _same_spec(spec: Any, saved: dict[str, Any]) -> bool:
+    """Whether ``spec`` is the spec saved with a run (``TokenizerSpec`` fields added since
+    the run was saved count as their defaults, so old checkpoints still load)."""
+    now = json.loads(json.dumps(dataclasses.asdict(spec)))
+    defaults = {f.name: f.default for f in dataclasses.fields(spec) if f.default is not dataclasses.MISSING}
+    return all(now[k] == saved.get(k, defaults.get(k)) for k in now) and set(saved) <= set(now)

@@ -144,6 +144,7 @@ def generate_and_measure(
         model, templates, cell.orderer, batch_size=cfg.eval.batch_size, device=device,
         seed=seeding.stream_seed(seed, "sample"), temperature=cfg.eval.temperature, on_batch=rep.advance,
         precision=cfg.train.precision, coord_names=tuple(data.spec.coord_names), controls=controls,
+        tokenizer=data.tokenizer,
     )
     timings["sample_s"] = time.perf_counter() - t
     timings["sample_per_item_ms"] = 1000 * timings["sample_s"] / max(len(filled), 1)
@@ -191,7 +192,7 @@ def completion_probe(cell: Cell, data: Prepared, *, n: int, device, seed: int,
                                   temperature=cell.config.eval.temperature,
                                   precision=cell.config.train.precision,
                                   coord_names=tuple(data.spec.coord_names),
-                                  controls=sampling_keywords(cell, model))
+                                  controls=sampling_keywords(cell, model), tokenizer=data.tokenizer)
         samples = decode_all(data.tokenizer, filled)
         found = call_supported(cell.modality.evaluate, samples, reference, templates=templates)
         values = {k: v for k, v in found.items() if isinstance(v, float)}
