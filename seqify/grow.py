@@ -96,7 +96,9 @@ def grow_items(
         precision: ``TrainConfig.precision`` (autocast).
         coord_names: the tokenizer's ``spec.coord_names`` (the batches carry them).
         controls: more keywords of ``model.sample`` (top_k, top_p, guidance), passed
-            only when given; a guidance ramp restarts with each growth step.
+            only when given. Each growth step is its own ``sample`` call, so a linear
+            guidance ramp runs over the blocks (or slots) of one step: with next-scale
+            on an octree (one block per step) every level gets the full scale.
 
     Returns:
         The complete items, with the templates' own given flags.

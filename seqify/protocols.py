@@ -469,8 +469,9 @@ class Generator(Protocol):
     ``config_model``; when the constructor takes it, the runner also passes
     ``conditions=`` (the number of condition classes the modality declares for the
     dataset, :meth:`Modality.num_conditions`; 0 when none), which a class-conditional
-    generator sizes its class embedding with. Generators are ``torch.nn.Module``
-    subclasses so the runner can move, train and checkpoint them.
+    generator sizes its class embedding with, and ``tokenizer=`` (the cell's fitted
+    tokenizer, e.g. for its :meth:`Tokenizer.slot_inputs`). Generators are
+    ``torch.nn.Module`` subclasses so the runner can move, train and checkpoint them.
     """
 
     #: pydantic model of this generator's settings (defaults run on a laptop)
@@ -488,6 +489,10 @@ class Generator(Protocol):
     #: the true labels for training and scoring) and samples from classes drawn from the
     #: test split's label distribution
     conditions: int
+    #: settings (fields of ``config_model``) under which a checkpoint written before
+    #: checkpoints recorded the generator's resolved settings loads as it was trained,
+    #: where a default has changed since (``seqify sample``); default ``{}``
+    legacy_config: ClassVar[dict[str, Any]]
 
     def loss(self, batch: TokenBatch, order: OrderBatch) -> torch.Tensor:
         """Scalar training loss in nats per predicted slot for one training step."""
@@ -547,6 +552,8 @@ class BaseGenerator:
     default_priority: ClassVar[int] = 0
     #: unconditional
     conditions: int = 0
+    #: no default has changed
+    legacy_config: ClassVar[dict[str, Any]] = {}
 
 
 @runtime_checkable

@@ -180,3 +180,21 @@ def test_matrix_cells_trained_in_another_order_get_their_own_folder(tmp_path, re
     assert folders == ["toy-default-reverse-unigram", "toy-default-reverse-unigram-trained-raster"]
     own = json.loads((tmp_path / "cells" / folders[0] / "results.json").read_text())
     assert own["train_orderer"] == "reverse"  # not overwritten by the cell trained in raster order
+
+
+def test_sample_restores_the_generator_settings_a_run_trained_with(tmp_path):
+    from seqify.bench.sample import _trained_generator_config
+    from seqify_generators.causal import CausalTransformer
+    from seqify_generators.masked import MaskedTransformer
+
+    recorded = {"block_layout": "merged", "slot_inputs": True, "d_model": 64}
+    assert _trained_generator_config({"generator_config_json": json.dumps(recorded)}, tmp_path,
+                                     CausalTransformer) == recorded
+    # a checkpoint from before the record: the settings whose defaults changed, as they were then
+    assert _trained_generator_config({}, tmp_path, CausalTransformer) == {"block_layout": "split",
+                                                                          "slot_inputs": False}
+    assert _trained_generator_config({}, tmp_path, MaskedTransformer) == {}
+    # ... unless the run's results.json recorded them
+    (tmp_path / "results.json").write_text(json.dumps({"generator_config": {"block_layout": "merged", "d_model": 64}}))
+    assert _trained_generator_config({}, tmp_path, CausalTransformer) == {"block_layout": "merged",
+                                                                          "slot_inputs": False}

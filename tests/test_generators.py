@@ -811,3 +811,30 @@ def test_causal_block_layout_auto_is_merged_but_split_for_a_growing_spec():
     assert CausalTransformer(grows, CausalTransformer.config_model(**TINY, block_layout="split")).block_layout == "split"
     with pytest.raises(ValueError, match="cannot serve a tokenizer that grows"):
         CausalTransformer(grows, CausalTransformer.config_model(**TINY, block_layout="merged"))
+
+
+@torch.no_grad()
+def test_causal_slot_inputs_of_a_given_slot_never_read_the_slots_still_to_predict():
+    # row 2 given, rows 0 and 1 predicted: row 2's input (the sums of rows 0 and 1) must not leak them
+    m = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY), tokenizer=RowInputs())
+    items = grid_items(4, n_given=0)
+    for item in items:
+        item.given[8:] = True
+    batch = collate(items)
+    order = raster_order(batch)
+    assert order.perm[0, 4].item() == 0  # given slots 8-11 first, then slot 0 (row 0, col 0)
+    changed = batch.with_values(torch.where(batch.coords[..., 0] == 0, (batch.values + 1) % 3, batch.values))
+    # slot 0's distribution is predicted from the given row 2 alone, whatever row 0 holds
+    assert torch.allclose(m(changed, order)[:, 4], m(batch, order)[:, 4], atol=1e-6)
+    sample, logp = m.generate(batch, order, rng=torch.Generator().manual_seed(3), return_logp=True)
+    scores, _ = m.score(sample, order)
+    stepwise = logp.gather(2, true_gid(SPEC, sample)[..., None]).squeeze(2)
+    assert torch.allclose(scores.logp[batch.target], stepwise[batch.target], atol=1e-5)
+
+
+def test_the_learned_order_refuses_a_causal_generator_with_slot_inputs():
+    from seqify_learned.causal_model import CausalLearnedOrderModel
+
+    m = CausalTransformer(SPEC, CausalTransformer.config_model(**TINY), tokenizer=RowInputs())
+    with pytest.raises(NotApplicableError, match="slot_inputs = false"):
+        CausalLearnedOrderModel(m, SPEC)

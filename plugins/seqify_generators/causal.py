@@ -258,6 +258,8 @@ class CausalTransformer(nn.Module):
     default_priority: ClassVar[int] = 20
     #: condition classes (0: unconditional; set from ``conditions=`` when ``config.condition`` is on)
     conditions: int = 0
+    #: checkpoints from before issue 19 trained blocks in the split layout, without slot inputs
+    legacy_config: ClassVar[dict[str, Any]] = {"block_layout": "split", "slot_inputs": False}
 
     def __init__(self, spec: TokenizerSpec, config: CausalConfig | None = None, *, conditions: int = 0,
                  tokenizer: Any = None):
@@ -334,7 +336,8 @@ class CausalTransformer(nn.Module):
         inputs_BLF, level_BL = self._slot_inputs_of(batch)
         if order is not None:
             _check_levels(level_BL.to(order.perm.device), order)
-        return self.input_proj(inputs_BLF.to(self.input_proj.weight.dtype))
+        # a given slot's input could read lower-level slots still to be predicted: given slots get none
+        return self.input_proj(inputs_BLF.to(self.input_proj.weight.dtype)).masked_fill(batch.given[..., None], 0.0)
 
     def _inputs(self, gid_BL, source_BLD, target_BLD, perm_BL, start: int, stop: int,
                 label_B: torch.Tensor | None = None) -> torch.Tensor:
@@ -610,6 +613,8 @@ class CausalTransformer(nn.Module):
         if sampling.guided and not self.conditions:
             raise ValueError("causal: classifier-free guidance needs a class-conditional model (condition = true)")
         rows = template.batch_size
+        if self.input_proj is not None:  # before the null-class copies, so a refusal names the item
+            _check_levels(self._slot_inputs_of(template)[1].to(order.perm.device), order)
         if sampling.guided:  # the null-class copy of every item, sampled in lockstep with it
             template, order = with_null_rows(template), _twice_order(order)
         label_B = self._labels(template, required=False)
@@ -646,9 +651,7 @@ class CausalTransformer(nn.Module):
             refresh = pos_level_BL = None
             if self.input_proj is not None:  # slot inputs follow the values decoded so far
                 structure_BLD = target_BLD
-                level_BL = self._slot_inputs_of(template)[1].to(device)
-                _check_levels(level_BL, order)
-                pos_level_BL = level_BL.gather(1, perm_BL)
+                pos_level_BL = self._slot_inputs_of(template)[1].to(device).gather(1, perm_BL)
 
                 def refresh() -> torch.Tensor:
                     decoded_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(pad_BL, 0)
@@ -659,7 +662,7 @@ class CausalTransformer(nn.Module):
                 self._generate_blocks(
                     gid_BL, kinds_BL, source_BLD, target_BLD, order, n_given_B,
                     rng=rng, sampling=sampling, use_cache=use_cache, logp_out_BLV=logp_out_BLV, label_B=label_B,
-                    refresh=refresh,
+                    refresh=refresh, pos_level_BL=pos_level_BL,
                 )
             else:
                 cache = KVCache(self.config.depth, L) if use_cache else None
@@ -731,16 +734,19 @@ class CausalTransformer(nn.Module):
         logp_out_BLV: torch.Tensor | None,
         label_B: torch.Tensor | None = None,
         refresh: Any = None,
+        pos_level_BL: torch.Tensor | None = None,
     ) -> None:
         """Block layout sampling: fill the predicted slots of ``gid_BL`` block by block, in place.
 
         Block ``k`` of every item is sampled at step ``k``; an item whose block ``k`` has
         fewer slots than the widest one (or that has no block ``k``) gets filler tokens
-        that no other token sees. With the cache, one transformer pass per block: the
+        that no other token sees. With the cache, one transformer pass per block. Merged
+        layout: the pass of block ``k`` feeds group ``k`` (block ``k - 1``'s values with
+        block ``k``'s targets; group 0 after BOS), all of it stored. Split layout: the
         pass of block ``k`` feeds the value tokens of block ``k - 1`` (for block 0: BOS
         and the given value tokens), which the cache stores, followed by block ``k``'s
         query tokens, which it does not store; the queries see the value tokens of the
-        same pass through the block-causal mask, so ``K`` blocks take ``K`` passes.
+        same pass through the block-causal mask. Either way ``K`` blocks take ``K`` passes.
 
         Args:
             gid_BL: global ids, the given slots' filled in; the sampled ones are written here.
@@ -755,7 +761,9 @@ class CausalTransformer(nn.Module):
             logp_out_BLV: where to write the sampled slots' log-probabilities, or None.
             label_B: a conditional model's class per row (BOS holds its embedding).
             refresh: None, or a function giving the target embeddings with the slot inputs of
-                the values decoded so far (called before each block after the first).
+                the values decoded so far (called before a block whose level differs from the
+                previous block's in some row; a block never mixes levels, ``_check_levels``).
+            pos_level_BL: with ``refresh``, the level of the slot at each order position.
         """
         device = gid_BL.device
         B, L = gid_BL.shape
@@ -795,7 +803,9 @@ class CausalTransformer(nn.Module):
             slot_BW = perm_BL.gather(1, pos_BW)
             block_BW = torch.full_like(pos_BW, k)
             if refresh is not None and k > 0:
-                target_BLD = refresh()
+                level_BW = pos_level_BL.gather(1, pos_BW)
+                if bool((level_BW[:, 0] != pos_level_BL.gather(1, start_BK[:, k - 1 : k].clamp(max=L - 1))[:, 0]).any()):
+                    target_BLD = refresh()
             if use_cache and merged:
                 # group k: block k - 1's values (just sampled) with block k's targets, all stored
                 a, b = layout.offsets[k], layout.offsets[k + 1]

@@ -92,6 +92,8 @@ class MaskedTransformer(nn.Module):
     default_priority: ClassVar[int] = 10
     #: condition classes (0: unconditional; set from ``conditions=`` when ``config.condition`` is on)
     conditions: int = 0
+    #: no default has changed since checkpoints recorded the generator's settings
+    legacy_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: TokenizerSpec, config: MaskedConfig | None = None, *, conditions: int = 0):
         super().__init__()

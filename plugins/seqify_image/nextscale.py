@@ -101,12 +101,11 @@ class NextScaleTokenizer(AutoencoderTokenizer):
         quantizer = self.model.quantizer
         if torch.device(device).type == "cpu":
             return quantizer
-        copies = self.__dict__.setdefault("_quantizer_copies", {})
-        key = (str(device), id(quantizer))
-        if key not in copies:
-            copies.clear()
-            copies[key] = copy.deepcopy(quantizer).to(device).eval()
-        return copies[key]
+        cached = self.__dict__.get("_quantizer_copy")  # (the quantizer it copies, device, the copy)
+        if cached is None or cached[0] is not quantizer or cached[1] != str(device):
+            cached = (quantizer, str(device), copy.deepcopy(quantizer).to(device).eval())
+            self.__dict__["_quantizer_copy"] = cached
+        return cached[2]
 
     @torch.no_grad()
     def slot_inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor]:

@@ -164,6 +164,11 @@ class CausalLearnedOrderModel(LearnedOrderBase):
             )
         if spec.variable_length:
             raise NotApplicableError("the learned orderer needs a fixed-length tokenizer")
+        if getattr(generator, "uses_slot_inputs", False):
+            raise NotApplicableError(
+                "the learned order on the causal generator does not read the tokenizer's slot inputs (they need "
+                "every lower level decoded first, which a learned order does not promise): set the generator option "
+                "slot_inputs = false")
         self.options = options if options is not None else LearnedOptions()
         conflict = causal_option_conflicts(self.options)
         if conflict is not None:

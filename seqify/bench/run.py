@@ -115,6 +115,7 @@ def _run_bench(req: BenchRequest, cell: Cell, device, ctx, rep: Reporter, timing
         "request_json": json.dumps(request_dict(req)),
         "names_json": json.dumps(cell.names),
         "config_json": cfg.model_dump_json(),
+        "generator_config_json": json.dumps(cell.generator_config.model_dump()),  # as resolved, defaults included
         "spec_json": json.dumps(_spec_dict(data.spec)),
         "train_log_json": json.dumps(train_info),
     })

@@ -17,6 +17,20 @@ from seqify.io import atomic_write_json, load_checkpoint
 from seqify.registry import Registry
 
 
+def _trained_generator_config(state: dict[str, Any], run: Path, generator_cls: type) -> dict[str, Any]:
+    """The generator's settings as resolved when it trained: the checkpoint's record; for a
+    checkpoint from before that record, the settings whose defaults changed since
+    (``legacy_config``), as the run's results.json recorded them, else the legacy values."""
+    if "generator_config_json" in state:
+        return json.loads(state["generator_config_json"])
+    legacy = dict(getattr(generator_cls, "legacy_config", {}) or {})
+    try:
+        recorded = json.loads((run / "results.json").read_text()).get("generator_config") or {}
+    except (OSError, ValueError):
+        recorded = {}
+    return {k: recorded.get(k, v) for k, v in legacy.items()}
+
+
 def run_sample(
     run: Path, out: Path, *, n: int | None = None, seed: int | None = None, device: str = "auto",
     temperature: float | None = None, score: int | None = None, reporter: Reporter | None = None,
@@ -73,6 +87,11 @@ def run_sample(
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     cell = resolve_cell(req, registry)  # the components exactly as trained
+    trained_generator = _trained_generator_config(state, Path(run), cell.generator_cls)
+    if trained_generator:
+        overrides["generator"] = {**overrides.get("generator", {}), **trained_generator}
+        req = dataclasses.replace(req, overrides=overrides)
+        cell = resolve_cell(req, registry)
     load_req = req
     transfer = dataset is not None or data is not None
     if transfer:  # another dataset of the modality, read by the same tokenizer
