@@ -43,9 +43,9 @@ from seqify.io import atomic_write_text, load_checkpoint
 from seqify.types import collate
 
 
-def cell_and_model(fields: dict[str, Any], *, budget: str, seed: int, run: str | None):
-    """The cell's components with a fitted (or restored) tokenizer, and its model."""
-    req = BenchRequest(out=Path("unused"), budget=budget, seed=seed, device="cpu", **fields)
+def cell_and_model(fields: dict[str, Any], *, budget: str, seed: int, run: str | None, device: str = "cpu"):
+    """The cell's components with a fitted (or restored) tokenizer, and its model on ``device``."""
+    req = BenchRequest(out=Path("unused"), budget=budget, seed=seed, device=device, **fields)
     cell = resolve_cell(req)
     if run is not None:
         state = load_checkpoint(Path(run) / "checkpoint.pt")
@@ -53,9 +53,9 @@ def cell_and_model(fields: dict[str, Any], *, budget: str, seed: int, run: str |
         model = build_model(cell, cell.tokenizer.spec, seed)
         model.load_state_dict(state["model"])
     else:
-        prepare_data(cell, req, Reporter(), {})
+        prepare_data(cell, req, Reporter(), {}, device=torch.device(device))
         model = build_model(cell, cell.tokenizer.spec, seed)
-    return cell, model.eval()
+    return cell, model.to(device).eval()
 
 
 def time_sampling(model, template, orderers: list[tuple[str, Any]], *, repeats: int, seed: int
@@ -72,9 +72,14 @@ def time_sampling(model, template, orderers: list[tuple[str, Any]], *, repeats: 
             for label, orderer in orderers:
                 passes.clear()
                 rng = torch.Generator().manual_seed(seed)
+                cuda = template.values.is_cuda
+                if cuda:
+                    torch.cuda.synchronize()
                 wall, cpu = time.perf_counter(), time.process_time()
                 with torch.no_grad():
                     model.sample(template, orderer, rng=rng, temperature=1.0)
+                if cuda:
+                    torch.cuda.synchronize()
                 row = found[label]
                 row["wall"] = min(row["wall"], time.perf_counter() - wall)
                 row["cpu"] = min(row["cpu"], time.process_time() - cpu)
@@ -84,15 +89,16 @@ def time_sampling(model, template, orderers: list[tuple[str, Any]], *, repeats: 
     return found
 
 
-def blank_template(cell, n: int):
+def blank_template(cell, n: int, device: str = "cpu"):
     blank = cell.tokenizer.blank()
     if blank is None:
         raise SystemExit(f"{cell.names['tokenizer']}: no blank layout to time unconditional sampling on")
-    return collate([blank] * n)
+    return collate([blank] * n).to(device)
 
 
-def measure(name: str, cell, model, orderers: list[tuple[str, Any]], *, n: int, repeats: int, seed: int) -> list[dict]:
-    template = blank_template(cell, n)
+def measure(name: str, cell, model, orderers: list[tuple[str, Any]], *, n: int, repeats: int, seed: int,
+            device: str = "cpu") -> list[dict]:
+    template = blank_template(cell, n, device)
     found = time_sampling(model, template, orderers, repeats=repeats, seed=seed)
     rows = [{"order": label, "passes": f["passes"], "ms_per_item": 1000 * f["wall"] / n,
              "cpu_ms_per_item": 1000 * f["cpu"] / n} for label, f in found.items()]
@@ -121,27 +127,30 @@ def main() -> None:
     parser.add_argument("--image-run", default=None, help="a trained next-scale causal run folder")
     parser.add_argument("--only", choices=("qm9", "image"), default=None)
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on a GPU the wall-clock columns are the ones "
+                        "to read; the process CPU time then counts the host only)")
     parser.add_argument("--quick-check", action="store_true", help="smoke budget, 8 items, 1 repeat")
     args = parser.parse_args()
     budget = "smoke" if args.quick_check else "quick"
     n, repeats = (8, 1) if args.quick_check else (args.n, args.repeats)
     result: dict[str, Any] = {"budget": budget, "n": n, "repeats": repeats, "seed": args.seed,
                               "threads": torch.get_num_threads(), "torch": torch.__version__,
-                              "machine": platform.processor() or platform.machine()}
+                              "machine": platform.processor() or platform.machine(), "device": args.device}
     if args.only in (None, "qm9"):
         fields = {"modality": "molecule", "dataset": "qm9", "tokenizer": "graph", "generator": "causal",
                   "orderer": "parallel"}
-        cell, model = cell_and_model(fields, budget=budget, seed=args.seed, run=args.qm9_run)
+        cell, model = cell_and_model(fields, budget=budget, seed=args.seed, run=args.qm9_run, device=args.device)
         orderers = [(f"parallel k={k}", Parallel(k=int(k))) for k in args.ks.split(",")]
-        result["qm9"] = measure("QM9, graph tokens, causal", cell, model, orderers, n=n, repeats=repeats, seed=args.seed)
+        result["qm9"] = measure("QM9, graph tokens, causal", cell, model, orderers, n=n, repeats=repeats, seed=args.seed,
+                                device=args.device)
     if args.only in (None, "image"):
         from seqify_orderers.spatial import NextScale
 
         fields = {"modality": "image", "tokenizer": "next-scale", "generator": "causal", "orderer": "next-scale"}
-        cell, model = cell_and_model(fields, budget=budget, seed=args.seed, run=args.image_run)
+        cell, model = cell_and_model(fields, budget=budget, seed=args.seed, run=args.image_run, device=args.device)
         orderers = [("raster", Raster()), ("next-scale", NextScale())]
         result["image"] = measure("MNIST, next-scale tokens, causal", cell, model, orderers, n=n, repeats=repeats,
-                                  seed=args.seed)
+                                  seed=args.seed, device=args.device)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out), json.dumps(result, indent=1))

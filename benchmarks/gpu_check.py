@@ -10,9 +10,12 @@ and every step must finish before one shared deadline:
 4. ``cells``: one quick cell of each modality on the device, step-capped (``--steps``);
 5. ``torchrun``: data-parallel training under torchrun (NCCL on CUDA, gloo on a CPU);
 6. ``throughput``: steps per second of the full Sudoku and full QM9 learned configs and
-   the projected time of each full run (``benchmarks/throughput.py``).
+   the projected time of each full run (``benchmarks/throughput.py``);
+7. ``block-decoding``: sampling time against k slots per pass on one QM9 causal model,
+   and next-scale against raster on MNIST's next-scale tokens
+   (``benchmarks/block_decoding.py``; on a GPU the passes, not the arithmetic, set the time).
 
-They run in the order 1, 2, 6, 4, 5, 3: the suite, which CI also runs (on a CPU), gets
+They run in the order 1, 2, 6, 7, 4, 5, 3: the suite, which CI also runs (on a CPU), gets
 the time that is left. After every step the summary is rewritten: ``gpu_check.json`` and
 ``gpu_check.md`` in ``$OUT`` if set, else ``runs/gpu_check/`` (``--out``); the steps'
 own files go to ``runs/gpu_check/`` (``--work``).
@@ -44,8 +47,9 @@ STEP_TITLES = {
     "cells": "4. one quick cell per modality, step-capped",
     "torchrun": "5. torchrun",
     "throughput": "6. full-budget throughput and projected run time",
+    "block-decoding": "7. block decoding: k slots per pass, next-scale against raster (issue 19)",
 }
-RUN_ORDER = ("info", "gpu-tests", "throughput", "cells", "torchrun", "suite")
+RUN_ORDER = ("info", "gpu-tests", "throughput", "block-decoding", "cells", "torchrun", "suite")
 TAIL = 3000  # characters of a command's output kept in the summary
 
 
@@ -537,6 +541,33 @@ def step_throughput(s: Settings, clock: Clock, log) -> Step:
     return step
 
 
+def step_block_decoding(s: Settings, clock: Clock, log) -> Step:
+    """``benchmarks/block_decoding.py`` on the device: sampling time against k on one QM9 causal
+    model, and next-scale against raster on the MNIST next-scale tokens (issue 19's targets:
+    k = 4 at least 2x faster than k = 1; next-scale at least 3x faster than raster)."""
+    step = Step("block-decoding", STEP_TITLES["block-decoding"])
+    out = s.work / "block_decoding.json"
+    out.unlink(missing_ok=True)
+    extra = ["--quick-check"] if s.tiny else ["--n", "250", "--repeats", "3"]
+    cmd = [sys.executable, "benchmarks/block_decoding.py", "--device", s.device, *extra, "--out", str(out)]
+    limit = clock.budget(120 if not s.tiny else 300)
+    if limit < 10:
+        step.status = "skipped"
+        step.notes.append("out of time")
+        return step
+    rc, sec, text = run(cmd, timeout=limit, log=log)
+    step.commands.append(" ".join(cmd[1:]))
+    step.seconds, step.status = sec, status_of(rc)
+    if out.is_file():
+        found = json.loads(out.read_text())
+        step.result = {key: found[key] for key in ("qm9", "image") if key in found}
+    else:
+        step.tail = text[-TAIL:]
+    step.notes.append("one model per table, seeded initial weights (sampling time does not depend on them); "
+                      "wall-clock, synchronized, best of the repeats")
+    return step
+
+
 # ---------------------------------------------------------------- the summary
 
 
@@ -620,6 +651,10 @@ def _one_line(st: dict[str, Any]) -> str:
                          if "steps_per_second" in c else f"{c['config']} {c['status']}" for c in r.get("configs", []))
     if st["key"] == "cells":
         return ", ".join(f"{c['modality']} {c['status']}" for c in r.get("cells", []))
+    if st["key"] == "block-decoding":
+        parts = [f"QM9 {row['order']} {row['speedup']:.2f}x" for row in r.get("qm9", [])[1:]]
+        parts += [f"MNIST next-scale {row['speedup']:.2f}x vs raster" for row in r.get("image", [])[1:]]
+        return ", ".join(parts) or "-"
     if st["key"] == "torchrun":
         parts = [f"{k} {v}" for k, v in r.items() if isinstance(v, (str, int, float))]
         if "distributed" in r:
@@ -693,6 +728,7 @@ def main(argv: list[str] | None = None) -> int:
         "info": lambda: step_info(s, clock, log),
         "gpu-tests": lambda: step_gpu_tests(s, clock, log),
         "throughput": lambda: step_throughput(s, clock, log),
+        "block-decoding": lambda: step_block_decoding(s, clock, log),
         "cells": lambda: step_cells(s, clock, log, have_open3d=have_open3d),
         "torchrun": lambda: step_torchrun(s, clock, log, gpus=_gpus(summary)),
         "suite": lambda: step_suite(s, clock, log, have_open3d=have_open3d),
