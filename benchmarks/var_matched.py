@@ -72,7 +72,7 @@ def cell_dir(out: Path, arm: str, seed: int) -> Path:
     return out / f"{arm}-s{seed}"
 
 
-def train(arm: str, seed: int, out: Path) -> Path:
+def train(arm: str, seed: int, out: Path, budget: str = "quick") -> Path:
     from seqify.bench import BenchRequest, run_bench
 
     where = cell_dir(out, arm, seed)
@@ -80,7 +80,7 @@ def train(arm: str, seed: int, out: Path) -> Path:
         return where
     spec = ARMS[arm]
     req = BenchRequest(modality="image", orderer=spec["orderer"], tokenizer=spec["tokenizer"], generator="causal",
-                       out=where, budget="quick", seed=seed, tokenizer_seed=0, device="cpu",
+                       out=where, budget=budget, seed=seed, tokenizer_seed=0, device="cpu",
                        overrides={"generator": dict(spec["generator"])} if spec["generator"] else {})
     run_bench(req)
     return where
@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="model seeds (the tokenizer is fitted with seed 0 for all)")
     ap.add_argument("--n-samples", type=int, default=1000, help="samples per sweep point")
     ap.add_argument("--out", default="runs/var19")
+    ap.add_argument("--budget", default="quick", help="the cells' budget (smoke: checks that the script runs)")
     args = ap.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     unknown = [a for a in arms if a not in ARMS]
@@ -202,7 +203,7 @@ def main() -> None:
     for seed in seeds:
         for arm in arms:
             if args.stage == "train":
-                print(f"{arm} seed {seed}: {train(arm, seed, out)}", flush=True)
+                print(f"{arm} seed {seed}: {train(arm, seed, out, args.budget)}", flush=True)
             else:
                 sweep(arm, seed, out, args.n_samples)
                 print(f"{arm} seed {seed}: swept", flush=True)
