@@ -12,6 +12,9 @@ B="seqify bench --budget quick --seed 0 --modality molecule --dataset qm9 --orde
 
 # QM9: the learned order on the causal generator (prior T = 1), and on the masked one (T = 3, uniform value spread)
 $B --generator causal --config "$OUT/eval100.toml" --out "$OUT/qm9-learned-causal"
+for S in 1 2; do  # two more seeds of the causal arm (the three-seed table)
+  ${B/--seed 0/--seed $S} --generator causal --config "$OUT/eval100.toml" --out "$OUT/qm9-learned-causal-s$S"
+done
 $B --config "$OUT/q1.toml" --out "$OUT/qm9-learned-t3s"
 
 # random-order training given the causal learned arm's compute (4.5x its steps), scored with the learned estimator
