@@ -35,6 +35,10 @@ def head_items(batch: TokenBatch, n: int) -> TokenBatch:
     return batch.rows(slice(0, n))
 
 
+#: the estimator parts a training step reports when present (besides the entropies and the bound)
+STAT_PARTS = ("order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll", "prior_weight",
+              "teacher_kl")
+
 class LearnedOrderBase(nn.Module):
     """The members both learned-order models share (see the module docstring).
 
@@ -96,6 +100,24 @@ class LearnedOrderBase(nn.Module):
     def loss_with_stats(self, batch: TokenBatch, order: OrderBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
         """The training loss and this step's statistics."""
         raise NotImplementedError
+
+    def _stats(self, parts: dict[str, torch.Tensor], *, phase: int) -> dict[str, torch.Tensor]:
+        """The training series of one step from an estimator's parts: detached 0-dim
+        tensors on the parts' device (no host sync), ``phase`` among them."""
+        stats = {
+            "policy_entropy": parts["p_entropy"],
+            "q_entropy": parts["q_entropy"],
+            "policy_entropy_deficit": parts["log_open"] - parts["p_entropy"],
+            "q_entropy_deficit": parts["log_open"] - parts["q_entropy"],
+            "order_logit_std": parts["logit_std"],
+            "elbo_nats_per_slot": parts["elbo_slot"],
+        }
+        for name in STAT_PARTS:
+            if name in parts:
+                stats[name] = parts[name]
+        stats.update({name: v for name, v in parts.items() if name.startswith("first_")})
+        device = parts["elbo_slot"].device
+        return {name: v.detach() for name, v in stats.items()} | {"phase": torch.full((), float(phase), device=device)}
 
     def _upgrade_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint written before the prior existed: its missing ``uses_prior``

@@ -373,24 +373,6 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         terms = self.order_terms(batch, order, with_order=False)
         return -terms["value_BT"].sum() / terms["predicted_BT"].sum().clamp_min(1)
 
-    def _stats(self, parts: dict[str, torch.Tensor], *, phase: int, uniform_value_nll: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """The training series of one step: detached 0-dim tensors on the parts' device."""
-        stats = {
-            "policy_entropy": parts["p_entropy"],
-            "q_entropy": parts["q_entropy"],
-            "policy_entropy_deficit": parts["log_open"] - parts["p_entropy"],
-            "q_entropy_deficit": parts["log_open"] - parts["q_entropy"],
-            "order_logit_std": parts["logit_std"],
-            "elbo_nats_per_slot": parts["elbo_slot"],
-        }
-        for name in ("order_nll", "uniform_order_nll", "order_cost", "value_nll", "prior_weight"):
-            stats[name] = parts[name]
-        if uniform_value_nll is not None:
-            stats["uniform_value_nll"] = uniform_value_nll
-        stats.update({name: v for name, v in parts.items() if name.startswith("first_")})
-        device = parts["elbo_slot"].device
-        return {name: v.detach() for name, v in stats.items()} | {"phase": torch.full((), float(phase), device=device)}
-
     def loss_with_stats(
         self, batch: TokenBatch, order: OrderBatch | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -427,8 +409,9 @@ class CausalLearnedOrderModel(LearnedOrderBase):
                 return loss, {}
             few = head_items(batch, 16)
             with torch.no_grad():
-                stats = self._stats(self.whole_order_estimate(few, k=2), phase=0,
-                                    uniform_value_nll=self._uniform_value_nll(head_items(few, _UNIFORM_ITEMS)))
+                parts = self.whole_order_estimate(few, k=2)  # before the uniform draw, as the random stream expects
+                uniform = self._uniform_value_nll(head_items(few, _UNIFORM_ITEMS))
+                stats = self._stats({**parts, "uniform_value_nll": uniform}, phase=0)
             self.last_stats = stats
             return loss, stats
         if self.options.orders_share_batch and self.training:
@@ -437,7 +420,7 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         if not self.training:
             return parts["loss"], {}
         uniform = self._uniform_value_nll(head_items(batch, _UNIFORM_ITEMS))
-        self.last_stats = self._stats(parts, phase=1, uniform_value_nll=uniform)
+        self.last_stats = self._stats({**parts, "uniform_value_nll": uniform}, phase=1)
         return parts["loss"], self.last_stats
 
     # ----------------------------------------------------------------- sampling

@@ -79,7 +79,6 @@ __all__ = [
 _N_CONFIDENCE = 3
 
 #: the training statistics the estimators report, by series name (see ``loss_with_stats``)
-_STAT_PARTS = ("order_nll", "uniform_order_nll", "order_cost", "value_nll", "uniform_value_nll", "prior_weight", "teacher_kl")
 
 
 class LearnedOrderModel(LearnedOrderBase):
@@ -263,24 +262,6 @@ class LearnedOrderModel(LearnedOrderBase):
         """The one-step ELBO estimator from ``k`` orders of q per item and ``steps``
         stratified steps per order (:func:`seqify_learned.estimators.elbo_estimate`)."""
         return estimators.elbo_estimate(self, batch, k=k, steps=steps, rloo=rloo)
-
-    def _stats(self, parts: dict[str, torch.Tensor], *, phase: int) -> dict[str, torch.Tensor]:
-        """The training series of one step from an estimator's parts: detached 0-dim
-        tensors on the parts' device (no host sync), ``phase`` among them."""
-        stats = {
-            "policy_entropy": parts["p_entropy"],
-            "q_entropy": parts["q_entropy"],
-            "policy_entropy_deficit": parts["log_open"] - parts["p_entropy"],
-            "q_entropy_deficit": parts["log_open"] - parts["q_entropy"],
-            "order_logit_std": parts["logit_std"],
-            "elbo_nats_per_slot": parts["elbo_slot"],
-        }
-        for name in _STAT_PARTS:
-            if name in parts:
-                stats[name] = parts[name]
-        stats.update({name: v for name, v in parts.items() if name.startswith("first_")})
-        device = parts["elbo_slot"].device
-        return {name: v.detach() for name, v in stats.items()} | {"phase": torch.full((), float(phase), device=device)}
 
     # ----------------------------------------------------------------- exact scoring
 
