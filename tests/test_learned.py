@@ -886,21 +886,29 @@ def test_the_graph_tokenizer_prior_is_the_bfs_order():
     assert coords == [(0, 0), (1, 1), (0, 1), (2, 2), (0, 2), (1, 2)]
 
 
-def test_a_seeded_run_learns_an_order_far_below_uniform():
-    """A few steps with the BFS-like prior: p follows q away from uniform (order NLL below log n!)."""
-    model = build_seeded(GRAPH3, tokenizer=_Raster())
-    items = graph3_items(64)
+def _train_graph3(model, items, steps: int = 40):
+    """``steps`` Adam steps (lr 1e-2) on batches of 16 of the 64 ``items``, progress rising
+    from 0; each step's statistics and loss."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    stats = []
-    for step in range(40):
+    stats, losses = [], []
+    for step in range(steps):
         batch = collate(items[(step * 16) % 64:(step * 16) % 64 + 16])
         model.train()
-        model.set_progress(step / 40)
+        model.set_progress(step / steps)
         loss, st = model.loss_with_stats(batch, None)
         opt.zero_grad()
         loss.backward()
         opt.step()
         stats.append(st)
+        losses.append(float(loss.detach()))
+    return stats, losses
+
+
+def test_a_seeded_run_learns_an_order_far_below_uniform():
+    """A few steps with the BFS-like prior: p follows q away from uniform (order NLL below log n!)."""
+    model = build_seeded(GRAPH3, tokenizer=_Raster())
+    items = graph3_items(64)
+    stats, _ = _train_graph3(model, items)
     last = stats[-10:]
     order_nll = sum(float(s["order_nll"]) for s in last) / len(last)
     uniform = sum(float(s["uniform_order_nll"]) for s in last) / len(last)
@@ -1208,23 +1216,12 @@ def test_causal_warm_start_then_everything_trains_with_detached_statistics():
 def test_causal_seeded_training_lowers_the_loss_and_learns_an_order_below_uniform():
     _, model = build_causal(GRAPH3, tokenizer=_Raster())
     items = graph3_items(64)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    stats, losses = [], []
     with torch.no_grad():
         model.train()
         model.set_progress(0.0)
         _, first = model.loss_with_stats(collate(items[:16]), None)
     assert float(model.order_query.weight.detach().abs().sum()) == 0.0
-    for step in range(40):
-        batch = collate(items[(step * 16) % 64:(step * 16) % 64 + 16])
-        model.train()
-        model.set_progress(step / 40)
-        loss, st = model.loss_with_stats(batch, None)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        stats.append(st)
-        losses.append(float(loss.detach()))
+    stats, losses = _train_graph3(model, items)
     assert all(math.isfinite(float(v)) for st in stats for v in st.values())
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2
     last = stats[-10:]
