@@ -613,10 +613,13 @@ class CausalTransformer(nn.Module):
         if sampling.guided and not self.conditions:
             raise ValueError("causal: classifier-free guidance needs a class-conditional model (condition = true)")
         rows = template.batch_size
+        level_BL = None
         if self.input_proj is not None:  # before the null-class copies, so a refusal names the item
-            _check_levels(self._slot_inputs_of(template)[1].to(order.perm.device), order)
+            level_BL = self._slot_inputs_of(template)[1].to(order.perm.device)
+            _check_levels(level_BL, order)
         if sampling.guided:  # the null-class copy of every item, sampled in lockstep with it
             template, order = with_null_rows(template), _twice_order(order)
+            level_BL = None if level_BL is None else torch.cat([level_BL, level_BL])
         label_B = self._labels(template, required=False)
         big_blocks = _has_big_blocks(order)
         if big_blocks and self.spec.variable_length:
@@ -651,7 +654,7 @@ class CausalTransformer(nn.Module):
             refresh = pos_level_BL = None
             if self.input_proj is not None:  # slot inputs follow the values decoded so far
                 structure_BLD = target_BLD
-                pos_level_BL = self._slot_inputs_of(template)[1].to(device).gather(1, perm_BL)
+                pos_level_BL = level_BL.to(device).gather(1, perm_BL)
 
                 def refresh() -> torch.Tensor:
                     decoded_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(pad_BL, 0)
