@@ -11,6 +11,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
 CASES = {
     "qm9_full.toml": dict(modality="molecule", dataset="qm9", orderer="bfs", generator="causal"),
     "qm9_learned_full.toml": dict(modality="molecule", dataset="qm9", orderer="learned"),
+    "qm9_learned_causal_quick.toml": dict(modality="molecule", dataset="qm9", orderer="learned", generator="causal"),
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
     "sudoku_learned_margin.toml": dict(modality="sudoku", orderer="learned"),
     "sudoku_quick_no_axis_heads.toml": dict(modality="sudoku", orderer="margin", generator="masked",
@@ -47,6 +48,10 @@ def test_config_resolves(name, tmp_path):
         assert cell.names["generator"] == "masked" and o.margin_init == 50.0 and o.margin_teacher == 1.0
         assert not o.p_from_elbo and o.orders_share_batch and o.greedy_order
         assert cell.config.train.steps == 3000  # the demo's quick budget
+    elif name == "qm9_learned_causal_quick.toml":  # the causal arm's prior temperature (issue 18)
+        assert cell.names["generator"] == "causal" and cell.orderer.options.prior_temperature == 0.5
+        assert cell.config.eval.n_test == 100 and cell.config.eval.n_samples == 1000
+        assert cell.config.train.steps == 1500  # the quick budget the RESULTS tables ran
     elif name.startswith("sudoku_quick_"):  # the learner ablation: one schedule each (its file name)
         t = cell.config.train
         assert cell.generator_config.axis_heads
@@ -58,7 +63,7 @@ def test_config_resolves(name, tmp_path):
         assert cell.config.train.steps >= 50_000
     else:
         assert cell.config.eval.n_test == 16 and cell.config.train.steps == 300
-    if name.startswith("qm9"):
+    if name.startswith("qm9") and budget == "full":
         assert cell.config.eval.n_samples == 10_000
     if name == "qm9_learned_full.toml":
         assert orderer_kind(cell.orderer) == "trainable" and cell.names["generator"] == "masked"
