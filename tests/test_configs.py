@@ -49,7 +49,7 @@ def test_config_resolves(name, tmp_path):
         assert not o.p_from_elbo and o.orders_share_batch and o.greedy_order
         assert cell.config.train.steps == 3000  # the demo's quick budget
     elif name == "qm9_learned_causal_quick.toml":  # the causal arm's prior temperature (issue 18)
-        assert cell.names["generator"] == "causal" and cell.orderer.options.prior_temperature == 0.5
+        assert cell.names["generator"] == "causal" and cell.orderer.options.prior_temperature == 0.25
         assert cell.config.eval.n_test == 100 and cell.config.eval.n_samples == 1000
         assert cell.config.train.steps == 1500  # the quick budget the RESULTS tables ran
     elif name.startswith("sudoku_quick_"):  # the learner ablation: one schedule each (its file name)
