@@ -17,32 +17,23 @@ for S in 1 2; do  # two more seeds of the causal arm (the three-seed table)
 done
 $B --config "$OUT/q1.toml" --out "$OUT/qm9-learned-t3s"
 
-# The causal arm's prior temperature: T = 0.5 and the shipped config (T = 0.25), three seeds each
-C=benchmarks/configs/qm9_learned_causal_quick.toml
+# The causal arm's prior temperature, three seeds: T = 0.5, and the shipped config (T = 0.25,
+# the temperature the validation bound picks)
 printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 0.5\n' > "$OUT/t05.toml"
-printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 0.25\n' > "$OUT/t025.toml"  # the same as $C
 for S in 0 1 2; do
   ${B/--seed 0/--seed $S} --generator causal --config "$OUT/t05.toml" --out "$OUT/qm9-causal-t05-s$S"
-done
-for S in 0 1 2; do  # T = 0.25: the temperature the validation bound picks (the shipped config)
-  ${B/--seed 0/--seed $S} --generator causal --config "$C" --out "$OUT/qm9-causal-t025-s$S"
-done
-# the references on the same 100 test molecules, three seeds: bfs (causal), and random-order
-# training given the causal arm's compute (6,750 steps), scored with the learned estimator
-for S in 0 1 2; do
-  seqify bench --budget quick --seed "$S" --modality molecule --dataset qm9 --orderer bfs --generator causal \
-    --config "$OUT/eval100.toml" --out "$OUT/qm9-bfs-s$S"
-done
-for S in 1 2; do
-  seqify bench --budget quick --seed "$S" --modality molecule --dataset qm9 --orderer random --generator masked \
-    --steps 6750 --config "$OUT/eval100.toml" --out "$OUT/qm9-random-6750-s$S"
-  python benchmarks/learned_rescore.py --run "$OUT/qm9-random-6750-s$S" --n 100 --orders 8
+  ${B/--seed 0/--seed $S} --generator causal --config benchmarks/configs/qm9_learned_causal_quick.toml \
+    --out "$OUT/qm9-causal-t025-s$S"
 done
 
-# random-order training given the causal learned arm's compute (4.5x its steps), scored with the learned estimator
-seqify bench --budget quick --seed 0 --modality molecule --dataset qm9 --orderer random --generator masked \
-  --steps 6750 --config "$OUT/eval100.toml" --out "$OUT/qm9-random-6750"
-python benchmarks/learned_rescore.py --run "$OUT/qm9-random-6750" --n 100 --orders 8
+# the references on the same 100 test molecules, three seeds: bfs (causal), and random-order
+# training given the causal learned arm's compute (4.5x its steps), scored with the learned estimator
+R="seqify bench --budget quick --modality molecule --dataset qm9 --config $OUT/eval100.toml"
+for S in 0 1 2; do
+  $R --seed "$S" --orderer bfs --generator causal --out "$OUT/qm9-bfs-s$S"
+  $R --seed "$S" --orderer random --generator masked --steps 6750 --out "$OUT/qm9-random-6750-s$S"
+  python benchmarks/learned_rescore.py --run "$OUT/qm9-random-6750-s$S" --n 100 --orders 8
+done
 
 # per-step cost against the reference arm, in one process
 python benchmarks/learned_cost.py --steps 30 --repeats 2
