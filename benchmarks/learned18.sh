@@ -54,3 +54,31 @@ for S in 0 1 2; do
   python benchmarks/learned_complete.py --run "$OUT/sudoku-margin-s$S" --out "$OUT/sudoku-margin-s$S-sampled" \
     --set greedy_order=false
 done
+
+# ---- issue 18, second session: the causal arm with shared rows, in the stream layout, at T = 0.125
+C="seqify bench --budget quick --modality molecule --dataset qm9 --orderer learned --generator causal"
+printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 0.25\norders_share_batch = true\n' > "$OUT/share.toml"
+printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 0.25\norders_share_batch = true\ncausal_layout = "stream"\n' \
+  > "$OUT/stream.toml"
+for G in 0 0.1; do
+  printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 0.25\norders_share_batch = true\ncausal_layout = "stream"\npolicy_trunk_grad = %s\n' \
+    "$G" > "$OUT/stream-g$G.toml"
+  $C --seed 0 --config "$OUT/stream-g$G.toml" --out "$OUT/qm9-causal-stream-g$G-s0"
+done
+printf '[eval]\nn_test = 100\n[orderer]\nprior_temperature = 0.125\norders_share_batch = true\ncausal_layout = "stream"\npolicy_trunk_grad = 0.1\n' \
+  > "$OUT/stream-g0.1-t0125.toml"
+$C --seed 0 --config "$OUT/stream-g0.1-t0125.toml" --out "$OUT/qm9-causal-stream-g0.1-t0125-s0"
+for S in 0 1; do $C --seed "$S" --config "$OUT/share.toml" --out "$OUT/qm9-causal-share-s$S"; done
+$C --seed 0 --config "$OUT/stream.toml" --out "$OUT/qm9-causal-stream-s0"
+for S in 0 1 2; do
+  $C --seed "$S" --config benchmarks/configs/qm9_learned_causal_t0125_quick.toml --out "$OUT/qm9-causal-share-t0125-s$S"
+  $C --seed "$S" --config benchmarks/configs/qm9_learned_causal_stream_quick.toml --out "$OUT/qm9-causal-stream-t0125-s$S"
+done
+for RUN in "$OUT"/qm9-causal-share-* "$OUT"/qm9-causal-stream-* "$OUT"/qm9-causal-t025-s*; do
+  python benchmarks/learned_vs_prior.py --run "$RUN" --n 100 --orders 8
+done
+for SET in "--set orders_share_batch=true --set prior_temperature=0.125" \
+  "--set orders_share_batch=true --set prior_temperature=0.125 --set causal_layout=stream --set policy_trunk_grad=0.1 --set policy_lr_scale=3.0"; do
+  python benchmarks/learned_cost.py --steps 20 --repeats 2 --generator causal --reference random --reference-generator masked $SET
+  python benchmarks/learned_cost.py --steps 20 --repeats 2 --generator causal --reference bfs $SET
+done

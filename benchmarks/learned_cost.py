@@ -14,6 +14,7 @@ idle machine (or with one thread, beside nothing heavier).
     python benchmarks/learned_cost.py --steps 40 --repeats 3 --seed 0
     python benchmarks/learned_cost.py --set orders_share_batch=true
     python benchmarks/learned_cost.py --generator causal --reference bfs
+    python benchmarks/learned_cost.py --generator causal --reference random --reference-generator masked
 """
 
 from __future__ import annotations
@@ -42,13 +43,18 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="learned orderer option KEY=VALUE")
     parser.add_argument("--generator", default="masked", help="the generator both arms train (masked or causal)")
     parser.add_argument("--reference", default="random", help="the reference arm's orderer (random; bfs for causal)")
+    parser.add_argument("--reference-generator", default=None,
+                        help="the reference arm's generator (default: --generator; masked with --reference random "
+                        "is random-order training, the baseline the issue-18 cost target names)")
     args = parser.parse_args()
     device = torch.device("cpu")
     options = {k: _parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}
 
     arms = {}
-    for name, orderer, extra in (("reference", args.reference, {}), ("learned", "learned", {"orderer": options})):
-        req = BenchRequest(modality=args.modality, dataset=args.dataset, orderer=orderer, generator=args.generator,
+    ref_generator = args.reference_generator or args.generator
+    for name, orderer, generator, extra in (("reference", args.reference, ref_generator, {}),
+                                            ("learned", "learned", args.generator, {"orderer": options})):
+        req = BenchRequest(modality=args.modality, dataset=args.dataset, orderer=orderer, generator=generator,
                            out=Path("runs/learned_cost"), budget="quick", seed=args.seed, device="cpu",
                            overrides={"train": {"eval_every": 0, "probe_items": 0}, **extra})
         cell = resolve_cell(req)
@@ -71,7 +77,7 @@ def main() -> None:
             times[name].append(run(name, args.steps))
     per_step = {name: min(v) / args.steps for name, v in times.items()}
     cell = arms["reference"][0]
-    print(f"{args.modality}/{args.dataset} quick {args.generator} generator, reference order {args.reference}, batch {cell.config.train.batch_size}, "
+    print(f"{args.modality}/{args.dataset} quick {args.generator} generator, reference {args.reference} on {ref_generator}, batch {cell.config.train.batch_size}, "
           f"{args.steps} steps x {args.repeats}, threads {torch.get_num_threads()}; learned options {options or '(defaults)'}")
     for name in arms:
         print(f"{name}: {per_step[name]:.4f} s/step (runs: " + ", ".join(f"{t:.2f}" for t in times[name]) + " s)")

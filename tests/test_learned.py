@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -697,7 +698,7 @@ def assert_round_trip_samples_identically(model, generator_cls, tmp_path):
     check both sample the same values and orders; returns (fresh model, batch)."""
     save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict()})
     torch.manual_seed(123)  # a different init, overwritten by the weights
-    fresh = LearnedOrder(**SMALL_Q).wrap(generator_cls(SUDOKU4, TINY), SUDOKU4)
+    fresh = LearnedOrder(**SMALL_Q, causal_layout=model.options.causal_layout).wrap(generator_cls(SUDOKU4, TINY), SUDOKU4)
     fresh.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt")["model"])
     batch = collate(sudoku4_items(4, seed=9))
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
@@ -998,12 +999,15 @@ def build_causal(spec, seed=0, tokenizer=None, **options):
 def randomize_causal(model, seed=0, scale=1.0) -> None:
     """p and q start uniform (zero heads); give both some shape (p's logits spread about ``scale``)."""
     g = torch.Generator().manual_seed(seed)
+    stream = [model.order_start] if model.stream else []
     with torch.no_grad():
         for param in (model.order_query.weight, model.order_bias.weight, model.posterior.out.weight,
-                      model.posterior.out.bias):
+                      model.posterior.out.bias, *stream):
             param.copy_(torch.randn(param.shape, generator=g) * scale)
         model.order_query.weight.mul_(8.0)
         model.order_bias.weight.mul_(8.0)
+        if model.stream:  # the last value's MLP adds to the prefix state: keep p's spread near the block layout's
+            model.last_value[-1].weight.mul_(0.1)
 
 
 def mixed_sudoku4_batch(seed: int = 0):
@@ -1042,6 +1046,40 @@ def step_by_step_log_probs(model, batch, order):
     return value, order_lp
 
 
+def step_by_step_stream_log_probs(model, batch, order):
+    """Stream layout, per predicted position ``t``: log p(x_{z_t} | x_{z_<t}) from a causal
+    pass over the single-stream tokens ``0 .. t``, and log p(z_t | prefix) from ``order_start``
+    (t = 0) or the last state of a pass over tokens ``0 .. t-1`` with z_{t-1}'s value token."""
+    gen = model.generator
+    gid, kinds, source, target = gen._prepare(batch)
+    slots = model._slots(batch)
+    value, order_lp = torch.zeros(batch.values.shape), torch.zeros(batch.values.shape)
+    for b in range(batch.batch_size):
+        perm = order.perm[b : b + 1]
+        one = (gid[b : b + 1], source[b : b + 1], target[b : b + 1], perm)
+        for t in range(batch.length):
+            if int(order.block[b, t]) < 0:
+                continue
+            h = gen.stack(gen._inputs(*one, 0, t + 1), causal=True)
+            slot = int(perm[0, t])
+            logp = gen.head(h[0, -1]).float().masked_fill(~gen.kind_mask_KV[kinds[b, slot]], float("-inf"))
+            value[b, t] = logp.log_softmax(-1)[gid[b, slot]]
+            if t == 0:
+                prefix = model.order_start[None, None]
+            else:
+                before = gen.stack(gen._inputs(*one, 0, t), causal=True)[:, -1:]
+                prefix = model._stream_prefix(before, gen._value_tokens(gid[b : b + 1], source[b : b + 1],
+                                                                        perm[:, t - 1 : t]))
+            logits = model.order_logits(prefix, slots[b : b + 1])[0, 0]
+            open_ = batch.target[b].clone()
+            open_[perm[0, :t]] = False
+            order_lp[b, t] = logits[slot] - torch.logsumexp(logits[open_], 0)
+    return value, order_lp
+
+
+LAYOUTS = pytest.mark.parametrize("layout", ["block", "stream"])
+
+
 def test_causal_wrap_check_and_refusals():
     from seqify_generators.causal import CausalTransformer
     from seqify_learned.causal_model import CausalLearnedOrderModel
@@ -1054,6 +1092,9 @@ def test_causal_wrap_check_and_refusals():
     reason = LearnedOrder(margin_init=1.0).check(SUDOKU4, CausalTransformer.caps)
     assert "margin_init" in reason and "masked" in reason
     assert LearnedOrder(margin_init=1.0).check(SUDOKU4, MaskedTransformer.caps) is None
+    reason = LearnedOrder(causal_layout="stream").check(SUDOKU4, MaskedTransformer.caps)
+    assert "causal_layout='stream'" in reason and "'causal'" in reason
+    assert LearnedOrder(causal_layout="stream", policy_trunk_grad=0.5).check(SUDOKU4, CausalTransformer.caps) is None
     with pytest.raises(NotApplicableError, match="value_spread"):
         LearnedOrder(value_spread=1.0).wrap(CausalTransformer(SUDOKU4, TINY), SUDOKU4)
     with pytest.raises(NotApplicableError, match="block layout"):
@@ -1062,15 +1103,17 @@ def test_causal_wrap_check_and_refusals():
     assert "estimator='whole-order'" in repr(model)
 
 
-def test_causal_one_pass_log_p_of_x_and_z_equals_the_step_by_step_computation():
-    _, model = build_causal(SUDOKU4)
+@LAYOUTS
+def test_causal_one_pass_log_p_of_x_and_z_equals_the_step_by_step_computation(layout):
+    _, model = build_causal(SUDOKU4, causal_layout=layout)
     randomize_causal(model)
     model.eval()
     batch = mixed_sudoku4_batch()
     order = LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(3))
     with torch.no_grad():
         terms = model.order_terms(batch, order)
-        value_ref, order_ref = step_by_step_log_probs(model, batch, order)
+        reference = step_by_step_stream_log_probs if layout == "stream" else step_by_step_log_probs
+        value_ref, order_ref = reference(model, batch, order)
         scores, used = model.score(batch, order)
     assert torch.equal(used.perm, order.perm)
     predicted = order.block >= 0
@@ -1087,8 +1130,9 @@ def test_causal_one_pass_log_p_of_x_and_z_equals_the_step_by_step_computation():
         model.score(batch, OrderBatch(order.perm, torch.where(order.block > 0, order.block // 2, order.block)))
 
 
-def test_causal_policy_sums_to_one_over_the_open_slots_only():
-    _, model = build_causal(SUDOKU4)
+@LAYOUTS
+def test_causal_policy_sums_to_one_over_the_open_slots_only(layout):
+    _, model = build_causal(SUDOKU4, causal_layout=layout)
     randomize_causal(model)
     batch = mixed_sudoku4_batch(seed=4)
     order = LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(5))
@@ -1112,10 +1156,11 @@ def test_causal_policy_sums_to_one_over_the_open_slots_only():
                 assert float(p[open_].max() - p[open_].min()) > 1e-3  # a real distribution, not the uniform start
 
 
-def test_causal_order_probabilities_over_every_order_sum_to_one_and_the_bounds_hold():
+@LAYOUTS
+def test_causal_order_probabilities_over_every_order_sum_to_one_and_the_bounds_hold(layout):
     # SUDOKU4 with 13 given slots: 3 open slots, 3! orders
-    _, model = build_causal(SUDOKU4)
-    randomize_causal(model, scale=1.5)
+    _, model = build_causal(SUDOKU4, causal_layout=layout)
+    randomize_causal(model, scale=1.5 if layout == "block" else 0.5)  # q covers the orders p favours
     item = collate(sudoku4_items(1, seed=18, n_given=13))
     free = item.target[0].nonzero().flatten().tolist()
     with torch.no_grad():
@@ -1150,13 +1195,15 @@ def enumerated_causal_elbo(model, item) -> torch.Tensor:
     return total
 
 
-def test_causal_whole_order_estimate_and_its_gradient_match_enumeration():
-    _, model = build_causal(DIGITS3)
+@LAYOUTS
+def test_causal_whole_order_estimate_and_its_gradient_match_enumeration(layout):
+    _, model = build_causal(DIGITS3, causal_layout=layout)
     randomize_causal(model, scale=1.5)
     model.eval()  # no dropout: the Monte Carlo and the enumeration see the same function
     item = collate(digits3_items(1, seed=2))
     params = {"posterior": list(model.posterior.parameters()),
-              "policy": [model.order_query.weight, model.order_bias.weight, *model.slot_embed.parameters()],
+              "policy": [model.order_query.weight, model.order_bias.weight, *model.slot_embed.parameters(),
+                         *([model.order_start, *model.last_value.parameters()] if layout == "stream" else [])],
               "generator": list(model.generator.parameters())}
 
     def flat(loss: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -1183,8 +1230,9 @@ def test_causal_whole_order_estimate_and_its_gradient_match_enumeration():
     assert error(without["posterior"], exact["posterior"]) > 0.5  # q's gradient is the RLOO term's
 
 
-def test_causal_warm_start_then_everything_trains_with_detached_statistics():
-    orderer, model = build_causal(SUDOKU4, warm_start=0.3)
+@LAYOUTS
+def test_causal_warm_start_then_everything_trains_with_detached_statistics(layout):
+    orderer, model = build_causal(SUDOKU4, warm_start=0.3, causal_layout=layout)
     model.train()
     batch = collate(sudoku4_items(8, seed=5))
     order = orderer.train_orders(batch, progress=0.1, rng=torch.Generator().manual_seed(0))
@@ -1213,8 +1261,9 @@ def test_causal_warm_start_then_everything_trains_with_detached_statistics():
     assert model.loss_with_stats(batch, order)[1] == {}
 
 
-def test_causal_seeded_training_lowers_the_loss_and_learns_an_order_below_uniform():
-    _, model = build_causal(GRAPH3, tokenizer=_Raster())
+@LAYOUTS
+def test_causal_seeded_training_lowers_the_loss_and_learns_an_order_below_uniform(layout):
+    _, model = build_causal(GRAPH3, tokenizer=_Raster(), causal_layout=layout)
     items = graph3_items(64)
     with torch.no_grad():
         model.train()
@@ -1231,8 +1280,9 @@ def test_causal_seeded_training_lowers_the_loss_and_learns_an_order_below_unifor
     assert float(model.order_query.weight.detach().abs().sum()) > 0  # the prefix-state query trains too
 
 
-def test_causal_sampling_keeps_givens_fills_every_slot_and_is_reproducible():
-    orderer, model = build_causal(SUDOKU4)
+@LAYOUTS
+def test_causal_sampling_keeps_givens_fills_every_slot_and_is_reproducible(layout):
+    orderer, model = build_causal(SUDOKU4, causal_layout=layout)
     randomize_causal(model)
     batch = mixed_sudoku4_batch(seed=7)
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
@@ -1251,11 +1301,12 @@ def test_causal_sampling_keeps_givens_fills_every_slot_and_is_reproducible():
     assert not torch.equal(order_a.perm, order_c.perm) and not torch.equal(a.values, c.values)
 
 
-def test_causal_cached_sampler_makes_the_choices_the_one_pass_scores_best():
+@LAYOUTS
+def test_causal_cached_sampler_makes_the_choices_the_one_pass_scores_best(layout):
     """Greedy order and values: each sampled value is the one-pass argmax along the returned
     order, and each chosen slot p's most likely open slot there (the KV-cache sampler and
     the block layout compute the same distributions)."""
-    orderer, model = build_causal(SUDOKU4, greedy_order=True)
+    orderer, model = build_causal(SUDOKU4, greedy_order=True, causal_layout=layout)
     randomize_causal(model)
     batch = mixed_sudoku4_batch(seed=9)
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
@@ -1273,10 +1324,11 @@ def test_causal_cached_sampler_makes_the_choices_the_one_pass_scores_best():
     assert not torch.equal(orders.perm, canonical)  # the policy chose, not the slot index
 
 
-def test_causal_checkpoint_round_trip_samples_identically(tmp_path):
+@LAYOUTS
+def test_causal_checkpoint_round_trip_samples_identically(tmp_path, layout):
     from seqify_generators.causal import CausalTransformer
 
-    orderer, model = build_causal(SUDOKU4)
+    orderer, model = build_causal(SUDOKU4, causal_layout=layout)
     randomize_causal(model)
     fresh, batch = assert_round_trip_samples_identically(model, CausalTransformer, tmp_path)
     est_a = model.estimate(batch, 2, rng=torch.Generator().manual_seed(0))
@@ -1284,8 +1336,32 @@ def test_causal_checkpoint_round_trip_samples_identically(tmp_path):
     assert torch.equal(est_a["iw"], est_b["iw"])
 
 
-def test_causal_param_groups_split_the_order_parameters():
-    _, model = build_causal(SUDOKU4, policy_lr_scale=3.0, policy_weight_decay=0.0)
+@LAYOUTS
+def test_causal_policy_trunk_grad_scales_the_policy_gradient_into_the_generator(layout):
+    batch = mixed_sudoku4_batch(seed=2)
+    order = LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(4))
+    grads = {}
+    for share in (1.0, 0.25, 0.0):
+        _, model = build_causal(SUDOKU4, causal_layout=layout, policy_trunk_grad=share)
+        randomize_causal(model)
+        terms = model.order_terms(batch, order)
+        terms["order_BT"].sum().backward()  # p's log-probabilities alone
+        grads[share] = torch.cat([p.grad.flatten() for p in model.generator.parameters() if p.grad is not None]
+                                 or [torch.zeros(1)])
+        assert float(model.order_query.weight.grad.abs().sum()) > 0  # p itself still learns
+        if layout == "stream":
+            assert float(model.last_value[0].weight.grad.abs().sum()) > 0
+        with torch.no_grad():  # the detach changes gradients, not values
+            again = build_causal(SUDOKU4, causal_layout=layout)[1]
+            again.load_state_dict(model.state_dict())
+            assert torch.allclose(again.order_terms(batch, order)["order_BT"], terms["order_BT"].detach())
+    assert float(grads[1.0].abs().sum()) > 0 and float(grads[0.0].abs().sum()) == 0.0
+    assert torch.allclose(grads[0.25], 0.25 * grads[1.0], atol=1e-6)  # the generator's share, exactly scaled
+
+
+@LAYOUTS
+def test_causal_param_groups_split_the_order_parameters(layout):
+    _, model = build_causal(SUDOKU4, policy_lr_scale=3.0, policy_weight_decay=0.0, causal_layout=layout)
     gen, pol = model.param_groups(1e-3, 0.01)
     ids = [id(p) for p in gen["params"] + pol["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter exactly once
@@ -1310,6 +1386,32 @@ def test_run_bench_learned_on_the_causal_generator_end_to_end(tmp_path):
     assert {"order_nll", "q_entropy_deficit", "uniform_value_nll"} <= set(results["training"]["series"])
     state = load_checkpoint(out / "checkpoint.pt")["model"]
     assert any(k.startswith("order_query.") for k in state) and any(k.startswith("generator.") for k in state)
+
+
+def test_run_bench_learned_causal_stream_layout_end_to_end_and_its_distance_to_the_prior(tmp_path):
+    """The stream layout through `seqify bench` (smoke budget), then benchmarks/learned_vs_prior.py
+    on its checkpoint: at prior temperature 0.01 q's orders are the prior's."""
+    import subprocess
+    import sys
+
+    from seqify.bench import BenchRequest, run_bench
+
+    out = tmp_path / "cell"
+    run_bench(BenchRequest(modality="molecule", dataset="qm9", orderer="learned", generator="causal", budget="smoke",
+                           seed=0, out=out, device="cpu",
+                           overrides={"orderer": {"causal_layout": "stream", "orders_share_batch": True,
+                                                  "prior_temperature": 0.01}}))
+    m = json.loads((out / "results.json").read_text())["modelability"]
+    assert math.isfinite(m["bits_per_item"]) and "single stream" in m["note"]
+    state = load_checkpoint(out / "checkpoint.pt")["model"]
+    assert "order_start" in state and any(k.startswith("last_value.") for k in state)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "learned_vs_prior.py"), "--run", str(out),
+                           "--n", "8", "--orders", "4"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads((out / "vs_prior_K4_n8.json").read_text())
+    assert found["q"] == {"identical_orders": 1.0, "positions_as_prior": 1.0, "mean_rank_shift": 0.0}
+    assert 0.0 <= found["p_generation"]["positions_as_prior"] <= 1.0
 
 
 def test_exact_next_only_options_are_refused_with_the_one_step_estimator():

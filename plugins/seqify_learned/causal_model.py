@@ -34,6 +34,20 @@ picks the next slot from the last state, its query token is run against the cach
 state). With blocks of one the block layout's attention is plain causal attention
 over the value tokens, so the cached sampler computes the same distributions as the
 one-pass score.
+
+**The stream layout** (``causal_layout = "stream"``) scores an order in the causal
+generator's own single stream instead, the sequence a fixed-order causal cell trains
+on: ``L`` tokens, token ``t`` the value token of ``z_{t-1}`` (BOS for ``t = 0``) plus
+the target structure of ``z_t``; its state predicts ``x_{z_t}``. That is half the
+tokens of the block layout, so a training pass costs about what one in a fixed order
+does. No state in it has seen the values of ``z_<t`` without also seeing ``z_t``, so
+the policy reads, for its choice of ``z_t`` (t > 0), the state of token ``t - 1`` (the
+values of ``z_<t-1`` and which slot ``z_{t-1}`` is) plus a small MLP of that state and
+``z_{t-1}``'s value token: the last value reaches the policy through the MLP, not
+through attention. The first choice reads a learned vector (``order_start``). The
+model is still exact: ``p(x, z) = prod_t p(z_t | x_{z_<t}) p(x_{z_t} | x_{z_<t}, z_t)``
+with both factors computed in one pass, and the cached sampler (one token per
+position) computes the same distributions.
 """
 
 from __future__ import annotations
@@ -132,7 +146,8 @@ class CausalLearnedOrderModel(LearnedOrderBase):
     ``entropy_bonus`` / ``q_entropy_bonus`` / ``p_entropy_bonus`` and ``entropy_anneal``,
     ``policy_lr_scale`` / ``policy_weight_decay``, ``score_clip`` (p's logits and q's
     scores), the prior settings, q's network (``backbone``, ``policy_*``), and
-    ``eval_orders`` / ``greedy_order`` / ``diagnostic_items``. ``policy_features`` is
+    ``eval_orders`` / ``greedy_order`` / ``diagnostic_items``, ``causal_layout`` (block or
+    stream, see the module docstring). ``policy_features`` is
     not used (the policy has no prediction for the open slots to read); the masked
     model's ``estimator``, ``steps_per_order``, ``margin_*`` and ``value_spread`` are
     refused (:func:`causal_option_conflicts`).
@@ -186,12 +201,37 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         for layer in (self.order_query, self.order_bias):  # p starts uniform
             for param in layer.parameters():
                 nn.init.zeros_(param)
+        self.stream = self.options.causal_layout == "stream"
+        if self.stream:
+            if not hasattr(generator, "_inputs"):
+                raise NotApplicableError(
+                    f"causal_layout='stream' reads the causal generator's single stream (_inputs), which "
+                    f"{type(generator).__name__} lacks: use causal_layout='block'")
+            # the stream's prefix for choice t: the state of token t - 1 (it has not seen the value of slot
+            # z_{t-1}) plus this MLP of that state and z_{t-1}'s value token; the first choice reads order_start
+            self.scoring = "one pass of the causal generator's single stream"
+            self.order_start = nn.Parameter(torch.zeros(d_model))
+            self.last_value = nn.Sequential(nn.Linear(2 * d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model))
 
     def order_parameters(self) -> list[nn.Parameter]:
         """The order policy (slot embeddings, bilinear query, slot bias) and the posterior q
         (not the generator)."""
+        stream = [self.order_start, *self.last_value.parameters()] if self.stream else []
         return [*self.slot_embed.parameters(), *self.order_query.parameters(), *self.order_bias.parameters(),
-                *self.posterior.parameters()]
+                *stream, *self.posterior.parameters()]
+
+    def _trunk_grad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its gradient scaled by ``policy_trunk_grad`` (same values)."""
+        share = self.options.policy_trunk_grad
+        if share >= 1.0:
+            return x
+        return x.detach() if share <= 0.0 else x * share + x.detach() * (1.0 - share)
+
+    def _stream_prefix(self, h_prev_BTD: torch.Tensor, value_prev_BTD: torch.Tensor) -> torch.Tensor:
+        """Stream layout: the policy's prefix state for a choice after the first, from the
+        state of the token before it (``h_prev``: it has seen the values of all but the
+        last filled slot) and the last filled slot's value token (``value_prev``)."""
+        return h_prev_BTD + self.last_value(torch.cat([h_prev_BTD, value_prev_BTD.to(h_prev_BTD.dtype)], dim=-1))
 
     # ----------------------------------------------------------------- the one pass
 
@@ -234,8 +274,13 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         gid_BL, kinds_BL, source_BLD, target_BLD = gen._prepare(batch)
         B, L = gid_BL.shape
         perm_BL = order.perm
-        h_BSD = gen.block_states(gid_BL, source_BLD, target_BLD, order)  # S = 1 + 2L
-        logp_BTV = restricted_log_softmax(gen.head(h_BSD[:, 1 + L :]), gen._allowed(kinds_BL, perm_BL))
+        if self.stream:  # L tokens: token t = value of z_{t-1} (BOS for t = 0) + structure of z_t
+            h_BTD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, L), causal=True)
+            value_h_BTD = h_BTD
+        else:
+            h_BSD = gen.block_states(gid_BL, source_BLD, target_BLD, order)  # S = 1 + 2L
+            value_h_BTD = h_BSD[:, 1 + L :]
+        logp_BTV = restricted_log_softmax(gen.head(value_h_BTD), gen._allowed(kinds_BL, perm_BL))
         truth_BT = gid_BL.gather(1, perm_BL)
         predicted_BT = order.block >= 0
         value_BT = logp_BTV.gather(2, truth_BT[..., None]).squeeze(2)
@@ -246,7 +291,15 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         }
         if not with_order:
             return out
-        logits_BTL = self.order_logits(h_BSD[:, :L], self._slots(batch))
+        if self.stream:
+            last_BTD = gen._value_tokens(gid_BL, source_BLD, perm_BL[:, : L - 1])
+            h_prev_BTD = h_BTD[:, : L - 1]
+            h_prev_BTD, last_BTD = self._trunk_grad(h_prev_BTD), self._trunk_grad(last_BTD)
+            later_BTD = self._stream_prefix(h_prev_BTD, last_BTD)
+            prefix_BTD = torch.cat([self.order_start.to(later_BTD.dtype).expand(B, 1, -1), later_BTD], dim=1)
+        else:
+            prefix_BTD = self._trunk_grad(h_BSD[:, :L])
+        logits_BTL = self.order_logits(prefix_BTD, self._slots(batch))
         t_T = torch.arange(L, device=perm_BL.device)
         open_BTL = batch.target[:, None, :] & (order.rank()[:, None, :] >= t_T[None, :, None])
         has_BT = open_BTL.any(-1)
@@ -454,6 +507,8 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         """
         temperature = check_temperature(temperature)
         check_batch(self.spec, template, values_of=template.given, who="learned")
+        if self.stream:
+            return self._sample_stream(template, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p)
         gen = self.generator
         device = template.values.device
         B, L = template.values.shape
@@ -503,6 +558,78 @@ class CausalLearnedOrderModel(LearnedOrderBase):
                 if t + 1 < end:
                     h_BD = gen.stack(gen._value_tokens(gid_BL, source_BLD, slot_B[:, None]), causal=True,
                                      cache=cache)[:, -1]
+        orders = blocks_of_one(template, perm_BL).to("cpu")
+        entropy_T = (entropy_sum_T[:T] / entropy_count_T[:T].clamp_min(1.0)).float().cpu()
+        out_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(template.pad, 0)
+        out_BL = torch.where(template.given, template.values, out_BL).masked_fill(template.pad, 0)
+        return template.with_values(out_BL), orders, entropy_T
+
+    def _sample_stream(
+        self, template: TokenBatch, *, rng: torch.Generator, temperature: float,
+        top_k: int | None, top_p: float | None,
+    ) -> tuple[TokenBatch, OrderBatch, torch.Tensor]:
+        """:meth:`sample_with_orders` in the stream layout: one token per order position.
+
+        The given slots' tokens go first (canonical order, one pass). Then at position
+        ``t`` the policy picks ``z_t`` from the stream prefix (``order_start`` for the
+        first position, else the state of token ``t - 1`` and the value token of
+        ``z_{t-1}``), token ``t`` (the value of ``z_{t-1}`` and the structure of ``z_t``)
+        is appended to the KV cache, and ``z_t``'s value is drawn from its state. The same
+        noise draws as the block layout's sampler: one ``[B, L]`` per choice, one
+        ``[B, V]`` per value.
+        """
+        gen = self.generator
+        device = template.values.device
+        B, L = template.values.shape
+        V = self.spec.total_vocab
+        rows_B = torch.arange(B, device=device)
+        values_BL, kinds_BL, _ = clean_structure(template)
+        gid_BL = global_ids(values_BL.masked_fill(~template.given, 0), kinds_BL, self.offsets_K)
+        perm_BL = OrderBatch.from_priorities(template, torch.zeros(B, L, device=device)).perm  # given first, pad last
+        n_given_B = template.given.sum(1)
+        n_real_B = (~template.pad).sum(1)
+        open_BL = template.target.clone()
+        T = int(open_BL.sum(1).max()) if B else 0
+        entropy_sum_T = torch.zeros(T + 1, device=device)
+        entropy_count_T = torch.zeros(T + 1, device=device)
+        start, end = int(n_given_B.min()) if B else 0, int(n_real_B.max()) if B else 0
+        with evaluating(self):
+            _, _, source_BLD, target_BLD = gen._prepare(template)
+            slots_BLD = self._slots(template)
+            cache = KVCache(gen.config.depth, L)
+            h_BD = None
+            if start > 0:
+                h_BD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, start), causal=True,
+                                 cache=cache)[:, -1]
+            for t in range(start, end):
+                choose_B = (t >= n_given_B) & (t < n_real_B)
+                if bool(choose_B.any()):
+                    if t == 0:
+                        prefix_BD = self.order_start.expand(B, -1)
+                    else:
+                        last_BD = gen._value_tokens(gid_BL, source_BLD, perm_BL[:, t - 1 : t])[:, 0]
+                        prefix_BD = self._stream_prefix(h_BD, last_BD)
+                    logits_BL = self.order_logits(prefix_BD[:, None], slots_BLD)[:, 0]
+                    entropy_B, _ = _entropy_and_spread(logits_BL, open_BL)
+                    step_B = (t - n_given_B).clamp(0, T)
+                    entropy_sum_T.index_add_(0, step_B[choose_B], entropy_B[choose_B])
+                    entropy_count_T.index_add_(0, step_B[choose_B], torch.ones_like(entropy_B[choose_B]))
+                    masked_BL = logits_BL.masked_fill(~open_BL, float("-inf"))
+                    if not self.options.greedy_order:
+                        masked_BL = masked_BL + gumbel_noise((B, L), rng, device)
+                    perm_BL = perm_BL.clone()
+                    perm_BL[:, t] = torch.where(choose_B, masked_BL.argmax(1), perm_BL[:, t])
+                h_BD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, t, t + 1), causal=True,
+                                 cache=cache)[:, -1]
+                if bool(choose_B.any()):
+                    slot_B = perm_BL[:, t]
+                    kind_B = kinds_BL[rows_B, slot_B]
+                    logp_BV = restricted_log_softmax(gen.head(h_BD), gen.kind_mask_KV[kind_B])
+                    noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
+                    choice_B = pick_values(logp_BV, temperature, noise_BV, top_k=top_k, top_p=top_p)
+                    r_N, s_N = rows_B[choose_B], slot_B[choose_B]
+                    gid_BL[r_N, s_N] = choice_B[choose_B]
+                    open_BL[r_N, s_N] = False
         orders = blocks_of_one(template, perm_BL).to("cpu")
         entropy_T = (entropy_sum_T[:T] / entropy_count_T[:T].clamp_min(1.0)).float().cpu()
         out_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(template.pad, 0)

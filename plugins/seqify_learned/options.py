@@ -32,6 +32,21 @@ class LearnedOptions(BaseModel):
         "batch_size / K items and costs one backbone pass over batch_size rows, as random-order training does "
         "(False: every item of the batch gets K rows, K times the rows per pass)",
     )
+    causal_layout: Literal["block", "stream"] = Field(
+        "block",
+        description="causal generator only: the sequence one pass scores an order in. 'block': BOS, the L value "
+        "tokens, the L query tokens (1 + 2L tokens); p reads the prefix state of the value token before each "
+        "choice, which has seen every earlier value. 'stream': the causal generator's own single stream (L tokens, "
+        "each the value of the last slot and the structure of the next, as a fixed-order causal cell trains), "
+        "about half the cost; p chooses slot t from the state of token t - 1, which has not seen the value of the "
+        "slot before, plus a small MLP of that value and slot (see docs/learned-order.md)",
+    )
+    policy_trunk_grad: float = Field(
+        1.0, ge=0.0, le=1.0,
+        description="causal generator only: the share of p's gradient that passes into the generator's states p reads "
+        "(1: all, as LO-ARM's policy head on the trunk; 0: none, the generator then learns from the values alone). In "
+        "the stream layout p reads the states that also predict values, and p's full gradient there costs the values",
+    )
     steps_per_order: int = Field(
         1, ge=1,
         description="one-step estimator only: backbone passes per order and training step, stratified "

@@ -31,6 +31,9 @@ from seqify_learned.options import LearnedOptions
 
 __all__ = ["LearnedOrder"]
 
+#: settings only the causal generator's learned order reads, with their defaults
+_CAUSAL_ONLY = {"causal_layout": "block", "policy_trunk_grad": 1.0}
+
 _GRAPH_COORDS = ("i", "j")
 #: settings used only after training (scoring, sampling, diagnostics)
 _EVAL_ONLY = ("eval_orders", "greedy_order", "diagnostic_items")
@@ -92,6 +95,12 @@ class LearnedOrder(BaseTrainableOrderer):
             conflict = causal_option_conflicts(self.options)
             if conflict is not None:
                 return f"orderer 'learned': {conflict}"
+        else:
+            causal_only = [f"{name}={getattr(self.options, name)!r}" for name, default in _CAUSAL_ONLY.items()
+                           if getattr(self.options, name) != default]
+            if causal_only:
+                return (f"orderer 'learned': {', '.join(causal_only)}: a setting of the learned order on the 'causal' "
+                        "generator (how its pass is laid out); the masked generator's policy reads its own states")
         o = self.options
         if o.estimator == "one-step":
             exact_only = [f"{name}={getattr(o, name)}" for name in ("margin_teacher", "value_spread")
