@@ -27,23 +27,13 @@ def main() -> None:
 
     import torch
 
-    from seqify.bench import BenchRequest, Reporter, build_model, pick_device, prepare_data, resolve_cell
-    from seqify.io import load_checkpoint
     from seqify.types import OrderBatch
     from seqify_learned.base import LearnedOrderBase
 
+    from trained_run import load_trained_run  # benchmarks/ is on sys.path
+
     run = Path(args.run)
-    state = load_checkpoint(run / "checkpoint.pt")
-    asked, config = json.loads(state["request_json"]), json.loads(state["config_json"])
-    req = BenchRequest(modality=asked["modality"], orderer=asked["orderer"], out=run, dataset=asked["dataset"],
-                       data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],
-                       generator=asked["generator"], budget=asked["budget"], seed=asked["seed"], device="cpu",
-                       overrides=dict(config), train_orderer=asked["train_orderer"])
-    cell = resolve_cell(req)
-    dev = pick_device("cpu")
-    data = prepare_data(cell, req, Reporter(), {}, device=dev, tokenizer_state=state["tokenizer"])
-    model = build_model(cell, data.spec, req.seed)
-    model.load_state_dict(state["model"])
+    _, _, data, model, dev = load_trained_run(run)
     gen = model.generator if isinstance(model, LearnedOrderBase) else model
     gen.eval()
     batch = data.test.batch(torch.arange(min(args.n, len(data.test))), dev)

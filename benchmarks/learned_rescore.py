@@ -35,26 +35,13 @@ def main() -> None:
     import torch
 
     from seqify import seeding
-    from seqify.bench import BenchRequest, Reporter, build_model, pick_device, prepare_data, resolve_cell
-    from seqify.io import load_checkpoint
     from seqify_learned.base import LearnedOrderBase
     from seqify_learned.orderer import LearnedOrder
 
+    from trained_run import load_trained_run  # benchmarks/ is on sys.path
+
     run = Path(args.run)
-    state = load_checkpoint(run / "checkpoint.pt")
-    asked = json.loads(state["request_json"])
-    config = json.loads(state["config_json"])
-    req = BenchRequest(
-        modality=asked["modality"], orderer=asked["orderer"], out=run, dataset=asked["dataset"],
-        data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],
-        generator=asked["generator"], budget=asked["budget"], seed=asked["seed"], device="cpu",
-        overrides=dict(config), train_orderer=asked["train_orderer"],
-    )
-    cell = resolve_cell(req)
-    dev = pick_device("cpu")
-    data = prepare_data(cell, req, Reporter(), {}, device=dev, tokenizer_state=state["tokenizer"])
-    model = build_model(cell, data.spec, req.seed)
-    model.load_state_dict(state["model"])
+    asked, cell, data, model, dev = load_trained_run(run)
     if isinstance(model, LearnedOrderBase):
         orderer = LearnedOrder(**{**cell.orderer.options.model_dump(), "eval_orders": args.orders})
         how = "learned order: q and p as trained"

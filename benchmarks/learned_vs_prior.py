@@ -29,28 +29,15 @@ def main() -> None:
 
     import torch
 
-    from seqify.bench import BenchRequest, Reporter, build_model, pick_device, prepare_data, resolve_cell
-    from seqify.io import load_checkpoint
     from seqify.types import OrderBatch
     from seqify_learned.base import LearnedOrderBase
 
+    from trained_run import load_trained_run  # benchmarks/ is on sys.path
+
     run = Path(args.run)
-    state = load_checkpoint(run / "checkpoint.pt")
-    asked = json.loads(state["request_json"])
-    req = BenchRequest(
-        modality=asked["modality"], orderer=asked["orderer"], out=run, dataset=asked["dataset"],
-        data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],
-        generator=asked["generator"], budget=asked["budget"], seed=asked["seed"], device="cpu",
-        overrides=dict(json.loads(state["config_json"])), train_orderer=asked["train_orderer"],
-    )
-    cell = resolve_cell(req)
-    dev = pick_device("cpu")
-    data = prepare_data(cell, req, Reporter(), {}, device=dev, tokenizer_state=state["tokenizer"])
-    model = build_model(cell, data.spec, req.seed)
+    asked, _, data, model, _ = load_trained_run(run)
     if not isinstance(model, LearnedOrderBase):
         raise SystemExit(f"{run}: not a learned-order run (orderer {asked['orderer']!r})")
-    model.load_state_dict(state["model"])
-    model.eval()
     n = min(args.n, len(data.test))
     if n == 0:
         raise SystemExit(f"{run}: the test split is empty")

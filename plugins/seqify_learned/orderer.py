@@ -157,7 +157,7 @@ class LearnedOrder(BaseTrainableOrderer):
         """Importance-weighted log-likelihood estimate and ELBO on the first ``n`` items.
 
         Each item is scored along ``eval_orders`` orders from q, each exactly (sequential
-        unmasking on the masked generator, one block-layout pass on the causal one); the
+        unmasking on the masked generator, one pass of its layout, block or stream, on the causal one); the
         items are repeated K times in one batch.
 
         Args:
