@@ -82,3 +82,11 @@ for SET in "--set orders_share_batch=true --set prior_temperature=0.125" \
   python benchmarks/learned_cost.py --steps 20 --repeats 2 --generator causal --reference random --reference-generator masked $SET
   python benchmarks/learned_cost.py --steps 20 --repeats 2 --generator causal --reference bfs $SET
 done
+# one order per item (K = 1) in the stream layout: the arm within 1 bit of bfs in every seed
+for S in 0 1 2; do
+  $C --seed "$S" --config benchmarks/configs/qm9_learned_causal_stream_k1_quick.toml --out "$OUT/qm9-causal-stream-k1-s$S"
+  python benchmarks/learned_vs_prior.py --run "$OUT/qm9-causal-stream-k1-s$S" --n 100 --orders 8
+done
+K1="--set orders_per_item=1 --set prior_temperature=0.125 --set causal_layout=stream --set policy_trunk_grad=0.1 --set policy_lr_scale=3.0"
+python benchmarks/learned_cost.py --steps 40 --repeats 3 --generator causal --reference random --reference-generator masked $K1
+python benchmarks/learned_cost.py --steps 20 --repeats 2 --generator causal --reference bfs $K1

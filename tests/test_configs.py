@@ -12,7 +12,7 @@ CASES = {
     "qm9_full.toml": dict(modality="molecule", dataset="qm9", orderer="bfs", generator="causal"),
     "qm9_learned_full.toml": dict(modality="molecule", dataset="qm9", orderer="learned"),
     **{f"qm9_learned_causal_{name}quick.toml": dict(modality="molecule", dataset="qm9", orderer="learned",
-                                                   generator="causal") for name in ("", "t0125_", "stream_")},
+                                                   generator="causal") for name in ("", "t0125_", "stream_", "stream_k1_")},
     "sudoku_full.toml": dict(modality="sudoku", orderer="margin", generator="masked", train_orderer="random"),
     "sudoku_learned_margin.toml": dict(modality="sudoku", orderer="learned"),
     "sudoku_quick_no_axis_heads.toml": dict(modality="sudoku", orderer="margin", generator="masked",
@@ -52,10 +52,12 @@ def test_config_resolves(name, tmp_path):
     elif name.startswith("qm9_learned_causal_"):  # the causal arm's prior temperature and layout (issue 18)
         o = cell.orderer.options
         assert cell.names["generator"] == "causal"
-        assert (o.prior_temperature, o.orders_share_batch, o.causal_layout, o.policy_trunk_grad, o.policy_lr_scale) == {
-            "qm9_learned_causal_quick.toml": (0.25, False, "block", 1.0, 1.0),
-            "qm9_learned_causal_t0125_quick.toml": (0.125, True, "block", 1.0, 1.0),
-            "qm9_learned_causal_stream_quick.toml": (0.125, True, "stream", 0.1, 3.0)}[name]
+        assert (o.prior_temperature, o.orders_share_batch, o.orders_per_item, o.causal_layout, o.policy_trunk_grad,
+                o.policy_lr_scale) == {
+            "qm9_learned_causal_quick.toml": (0.25, False, 2, "block", 1.0, 1.0),
+            "qm9_learned_causal_t0125_quick.toml": (0.125, True, 2, "block", 1.0, 1.0),
+            "qm9_learned_causal_stream_quick.toml": (0.125, True, 2, "stream", 0.1, 3.0),
+            "qm9_learned_causal_stream_k1_quick.toml": (0.125, False, 1, "stream", 0.1, 3.0)}[name]
         assert cell.config.eval.n_test == 100 and cell.config.eval.n_samples == 1000
         assert cell.config.train.steps == 1500  # the quick budget the RESULTS tables ran
     elif name.startswith("sudoku_quick_"):  # the learner ablation: one schedule each (its file name)

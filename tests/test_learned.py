@@ -152,7 +152,9 @@ def test_options_are_validated():
     with pytest.raises(ValidationError):
         LearnedOrder(not_an_option=1)
     with pytest.raises(ValidationError):
-        LearnedOrder(orders_per_item=1)  # RLOO needs two orders
+        LearnedOrder(orders_per_item=0)
+    # one order per item is the causal generator's (running baseline); the masked one's RLOO needs two
+    assert "orders_per_item=1" in LearnedOrder(orders_per_item=1).check(SUDOKU4, MaskedTransformer.caps)
     with pytest.raises(ValidationError):
         LearnedOrder(policy_d_model=30, policy_heads=4)
     assert "warm_start=0.5" in repr(LearnedOrder(warm_start=0.5))
@@ -693,12 +695,14 @@ def test_greedy_order_is_deterministic():
         model.sample(template, orderer, rng=torch.Generator(), temperature=-1)
 
 
-def assert_round_trip_samples_identically(model, generator_cls, tmp_path):
-    """Save ``model``'s weights, load them into a freshly built one (another init), and
-    check both sample the same values and orders; returns (fresh model, batch)."""
+def assert_round_trip_samples_identically(model, generator_cls, tmp_path, **options):
+    """Save ``model``'s weights, load them into a freshly built one (another init, ``options``
+    on top of the small ones), and check both sample the same values and orders; returns
+    (fresh model, batch)."""
     save_checkpoint(tmp_path / "ckpt.pt", {"model": model.state_dict()})
     torch.manual_seed(123)  # a different init, overwritten by the weights
-    fresh = LearnedOrder(**SMALL_Q, causal_layout=model.options.causal_layout).wrap(generator_cls(SUDOKU4, TINY), SUDOKU4)
+    fresh = LearnedOrder(**SMALL_Q, causal_layout=model.options.causal_layout, **options).wrap(
+        generator_cls(SUDOKU4, TINY), SUDOKU4)
     fresh.load_state_dict(load_checkpoint(tmp_path / "ckpt.pt")["model"])
     batch = collate(sudoku4_items(4, seed=9))
     template = batch.with_values(batch.values.masked_fill(~batch.given, 0))
@@ -1196,8 +1200,9 @@ def enumerated_causal_elbo(model, item) -> torch.Tensor:
 
 
 @LAYOUTS
-def test_causal_whole_order_estimate_and_its_gradient_match_enumeration(layout):
-    _, model = build_causal(DIGITS3, causal_layout=layout)
+@pytest.mark.parametrize("k", [2, 1])  # K = 1: one order per item, a running-mean baseline instead of RLOO
+def test_causal_whole_order_estimate_and_its_gradient_match_enumeration(layout, k):
+    _, model = build_causal(DIGITS3, causal_layout=layout, orders_per_item=k)
     randomize_causal(model, scale=1.5)
     model.eval()  # no dropout: the Monte Carlo and the enumeration see the same function
     item = collate(digits3_items(1, seed=2))
@@ -1214,13 +1219,13 @@ def test_causal_whole_order_estimate_and_its_gradient_match_enumeration(layout):
 
     exact_elbo = enumerated_causal_elbo(model, item)
     exact = flat(-exact_elbo / 3)
-    many = collate(digits3_items(1, seed=2) * 3000)
+    many = collate(digits3_items(1, seed=2) * (6000 // k))
     torch.manual_seed(1)
-    parts = model.whole_order_estimate(many, k=2, rloo=True)
+    parts = model.whole_order_estimate(many, k=k, rloo=True)
     assert float(parts["elbo_slot"]) == pytest.approx(exact_elbo.item() / 3, abs=0.02)
     with_rloo = flat(parts["loss"])
     torch.manual_seed(1)
-    without = flat(model.whole_order_estimate(many, k=2, rloo=False)["loss"])
+    without = flat(model.whole_order_estimate(many, k=k, rloo=False)["loss"])
 
     def error(a, b):
         return float((a - b).norm() / b.norm())
@@ -1357,6 +1362,35 @@ def test_causal_policy_trunk_grad_scales_the_policy_gradient_into_the_generator(
             assert torch.allclose(again.order_terms(batch, order)["order_BT"], terms["order_BT"].detach())
     assert float(grads[1.0].abs().sum()) > 0 and float(grads[0.0].abs().sum()) == 0.0
     assert torch.allclose(grads[0.25], 0.25 * grads[1.0], atol=1e-6)  # the generator's share, exactly scaled
+
+
+def test_causal_one_order_per_item_trains_q_against_a_running_baseline_and_round_trips(tmp_path):
+    from seqify_generators.causal import CausalTransformer
+
+    orderer, model = build_causal(SUDOKU4, orders_per_item=1, causal_layout="stream")
+    assert "orders_per_item=1" in LearnedOrder(orders_per_item=1).check(SUDOKU4, MaskedTransformer.caps)
+    assert LearnedOrder(orders_per_item=1).check(SUDOKU4, CausalTransformer.caps) is None
+    randomize_causal(model)
+    model.train()
+    model.set_progress(0.5)
+    assert bool(torch.isnan(model.reward_baseline))
+    baselines, rewards = [], []
+    for seed in range(3):
+        batch = collate(sudoku4_items(16, seed=seed))
+        loss, stats = model.loss_with_stats(batch, None)
+        loss.backward()
+        assert float(model.posterior.out.weight.grad.abs().sum()) > 0  # q learns with one order per item
+        model.zero_grad(set_to_none=True)
+        baselines.append(float(model.reward_baseline))
+        rewards.append(float(stats["elbo_nats_per_slot"]))  # the batch's mean reward per slot
+        assert float(loss.detach()) == pytest.approx(-rewards[-1], abs=1e-5)
+    # the first batch sets the baseline to its mean reward per slot; later ones move it 10% of the way
+    assert baselines[0] == pytest.approx(rewards[0], abs=1e-5) and baselines[0] < 0
+    for i in (1, 2):
+        assert baselines[i] == pytest.approx(0.9 * baselines[i - 1] + 0.1 * rewards[i], abs=1e-5)
+    assert len(set(rewards)) == 3
+    fresh, _ = assert_round_trip_samples_identically(model, CausalTransformer, tmp_path, orders_per_item=1)
+    assert float(fresh.reward_baseline) == baselines[-1]  # the baseline is part of the checkpoint
 
 
 @LAYOUTS

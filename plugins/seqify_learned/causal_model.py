@@ -141,7 +141,8 @@ class CausalLearnedOrderModel(LearnedOrderBase):
     orderer measures, samples and diagnoses either.
 
     The settings of :class:`~seqify_learned.options.LearnedOptions` it uses:
-    ``orders_per_item`` (K whole orders per item, the RLOO group), ``orders_share_batch``,
+    ``orders_per_item`` (K whole orders per item, the RLOO group; 1: a running-mean
+    baseline instead), ``orders_share_batch``,
     ``warm_start`` (the generator alone on the orderer's random orders first),
     ``entropy_bonus`` / ``q_entropy_bonus`` / ``p_entropy_bonus`` and ``entropy_anneal``,
     ``policy_lr_scale`` / ``policy_weight_decay``, ``score_clip`` (p's logits and q's
@@ -201,6 +202,8 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         for layer in (self.order_query, self.order_bias):  # p starts uniform
             for param in layer.parameters():
                 nn.init.zeros_(param)
+        if self.options.orders_per_item == 1:  # q's baseline: a running mean of the per-slot reward (NaN: none yet)
+            self.register_buffer("reward_baseline", torch.full((), float("nan")))
         self.stream = self.options.causal_layout == "stream"
         if self.stream:
             if not hasattr(generator, "_inputs"):
@@ -345,7 +348,8 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         (n: the item's predicted slots), exact in the generator and p along the sampled
         orders. With ``rloo`` (and gradients on), q's score-function gradient with the
         leave-one-out baseline over the item's ``k`` orders (:func:`rloo_surrogate`,
-        reward ``f``) and the annealed entropy terms are added (value 0).
+        reward ``f``; for ``k = 1``, against a running mean of the per-slot reward,
+        :meth:`_baseline_surrogate`) and the annealed entropy terms are added (value 0).
 
         Args:
             batch: the items.
@@ -380,11 +384,14 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         q_ent_R = (q_ent_N.view(R, L) * predicted_RT).sum(1)
         p_ent_R = terms["p_entropy_BT"].sum(1)
         log_open_R = (open_NL.sum(-1).clamp_min(1).float().log().view(R, L) * predicted_RT).sum(1)
-        if rloo and torch.is_grad_enabled():
+        if rloo and torch.is_grad_enabled() and k == 1:  # one order per item: a running-mean baseline
+            loss = loss + self._baseline_surrogate(logq_R, (f_R * per_slot_R).detach(), active_R)
+        elif rloo and torch.is_grad_enabled():
             active_B = active_R.view(B, k)[:, 0]
             weight_B = active_B.float() * per_slot_R.view(B, k)[:, 0]
             scale = B / max(int(active_B.sum()), 1)  # mean over the items that have slots
             loss = loss + scale * rloo_surrogate(logq_R.view(B, k), f_R.detach().view(B, k), weight_B)
+        if rloo and torch.is_grad_enabled():
             for beta, ent_R in ((self.q_entropy_weight(), q_ent_R), (self.p_entropy_weight(), p_ent_R)):
                 if beta != 0:
                     ent = (ent_R * per_slot_R * w_R).sum()
@@ -410,6 +417,21 @@ class CausalLearnedOrderModel(LearnedOrderBase):
             "prior_weight": torch.full((), self.prior_weight() if self.prior_active else 0.0, device=device),
             **self.first_pick_stats(batch, scores_RL[::k]),
         }
+
+    def _baseline_surrogate(self, logq_R: torch.Tensor, f_slot_R: torch.Tensor, active_R: torch.Tensor) -> torch.Tensor:
+        """``orders_per_item = 1``: value-0 scalar whose gradient is the score-function
+        estimate of -d/dphi E_q[f] per slot, ``-mean_items (f_slot - b) d log q``, with ``b``
+        the running mean of the per-slot reward before this batch (the batch's own mean on
+        the first call); then ``b`` moves 10% of the way to this batch's mean. A constant
+        baseline keeps the estimate unbiased."""
+        n = active_R.float().sum().clamp_min(1.0)
+        batch_mean = (f_slot_R * active_R).sum() / n
+        fresh = torch.isnan(self.reward_baseline)
+        baseline = torch.where(fresh, batch_mean, self.reward_baseline)
+        if self.training:
+            self.reward_baseline.copy_(torch.where(fresh, batch_mean, 0.9 * baseline + 0.1 * batch_mean))
+        adv_R = (f_slot_R - baseline) * active_R
+        return -(adv_R * (logq_R - logq_R.detach())).sum() / n
 
     def _uniform_value_nll(self, batch: TokenBatch) -> torch.Tensor:
         """Value NLL per item along one uniformly random order per item (no gradient):

@@ -23,8 +23,11 @@ class LearnedOptions(BaseModel):
         "order always trains on whole orders, each scored exactly in one pass, RLOO on the whole order's log q",
     )
     orders_per_item: int = Field(
-        2, ge=2,
-        description="orders (exact-next: prefixes) drawn from q per training item (K of the leave-one-out RLOO baseline)",
+        2, ge=1,
+        description="orders (exact-next: prefixes) drawn from q per training item (K of the leave-one-out RLOO "
+        "baseline; at least 2 on the masked generator). 1: causal generator only, one whole order per item, q's "
+        "score-function gradient against a running mean of the per-slot reward instead of RLOO (a step then trains "
+        "batch_size items, where K = 2 with orders_share_batch trains batch_size / 2 at the same cost)",
     )
     orders_share_batch: bool = Field(
         False,

@@ -98,9 +98,12 @@ class LearnedOrder(BaseTrainableOrderer):
         else:
             causal_only = [f"{name}={getattr(self.options, name)!r}" for name, default in _CAUSAL_ONLY.items()
                            if getattr(self.options, name) != default]
+            if self.options.orders_per_item < 2:
+                causal_only.append(f"orders_per_item={self.options.orders_per_item}")
             if causal_only:
                 return (f"orderer 'learned': {', '.join(causal_only)}: a setting of the learned order on the 'causal' "
-                        "generator (how its pass is laid out); the masked generator's policy reads its own states")
+                        "generator (its pass's layout, one whole order per item); the masked generator's estimator "
+                        "reads its own states and needs K >= 2 orders per item (RLOO)")
         o = self.options
         if o.estimator == "one-step":
             exact_only = [f"{name}={getattr(o, name)}" for name in ("margin_teacher", "value_spread")
