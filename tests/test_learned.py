@@ -1026,34 +1026,12 @@ def mixed_sudoku4_batch(seed: int = 0):
 
 def step_by_step_log_probs(model, batch, order):
     """Per predicted position: log p(x_{z_t} | x_{z_<t}) and log p(z_t | prefix), each from
-    its own causal pass over ``[BOS, value tokens of z_<t, query token of z_t]`` (plain
-    causal attention, no block-layout levels)."""
-    gen = model.generator
-    gid, kinds, source, target = gen._prepare(batch)
-    slots = model._slots(batch)
-    value, order_lp = torch.zeros(batch.values.shape), torch.zeros(batch.values.shape)
-    for b in range(batch.batch_size):
-        perm = order.perm[b : b + 1]
-        for t in range(batch.length):
-            if int(order.block[b, t]) < 0:
-                continue
-            x = torch.cat([gen._bos(1, source), gen._value_tokens(gid[b : b + 1], source[b : b + 1], perm[:, :t]),
-                           gen._query_tokens(target[b : b + 1], perm[:, t : t + 1])], dim=1)
-            h = gen.stack(x, causal=True)
-            slot = int(perm[0, t])
-            logp = gen.head(h[0, -1]).float().masked_fill(~gen.kind_mask_KV[kinds[b, slot]], float("-inf"))
-            value[b, t] = logp.log_softmax(-1)[gid[b, slot]]
-            logits = model.order_logits(h[:, t : t + 1], slots[b : b + 1])[0, 0]  # state t: BOS or z_{t-1}'s value
-            open_ = batch.target[b].clone()
-            open_[perm[0, :t]] = False
-            order_lp[b, t] = logits[slot] - torch.logsumexp(logits[open_], 0)
-    return value, order_lp
-
-
-def step_by_step_stream_log_probs(model, batch, order):
-    """Stream layout, per predicted position ``t``: log p(x_{z_t} | x_{z_<t}) from a causal
-    pass over the single-stream tokens ``0 .. t``, and log p(z_t | prefix) from ``order_start``
-    (t = 0) or the last state of a pass over tokens ``0 .. t-1`` with z_{t-1}'s value token."""
+    its own causal pass (plain causal attention, no block-layout levels). Block layout: a
+    pass over ``[BOS, value tokens of z_<t, query token of z_t]`` gives the value, and its
+    state t (BOS or z_{t-1}'s value token) the order. Stream layout: a pass over the
+    single-stream tokens ``0 .. t`` gives the value, and the order comes from
+    ``order_start`` (t = 0) or the last state of a pass over tokens ``0 .. t-1`` with
+    z_{t-1}'s value token."""
     gen = model.generator
     gid, kinds, source, target = gen._prepare(batch)
     slots = model._slots(batch)
@@ -1064,16 +1042,22 @@ def step_by_step_stream_log_probs(model, batch, order):
         for t in range(batch.length):
             if int(order.block[b, t]) < 0:
                 continue
-            h = gen.stack(gen._inputs(*one, 0, t + 1), causal=True)
+            if model.stream:
+                h = gen.stack(gen._inputs(*one, 0, t + 1), causal=True)
+                if t == 0:
+                    prefix = model.order_start[None, None]
+                else:
+                    before = gen.stack(gen._inputs(*one, 0, t), causal=True)[:, -1:]
+                    prefix = model._stream_prefix(before, gen._value_tokens(gid[b : b + 1], source[b : b + 1],
+                                                                            perm[:, t - 1 : t]))
+            else:
+                x = torch.cat([gen._bos(1, source), gen._value_tokens(gid[b : b + 1], source[b : b + 1], perm[:, :t]),
+                               gen._query_tokens(target[b : b + 1], perm[:, t : t + 1])], dim=1)
+                h = gen.stack(x, causal=True)
+                prefix = h[:, t : t + 1]  # state t: BOS or z_{t-1}'s value
             slot = int(perm[0, t])
             logp = gen.head(h[0, -1]).float().masked_fill(~gen.kind_mask_KV[kinds[b, slot]], float("-inf"))
             value[b, t] = logp.log_softmax(-1)[gid[b, slot]]
-            if t == 0:
-                prefix = model.order_start[None, None]
-            else:
-                before = gen.stack(gen._inputs(*one, 0, t), causal=True)[:, -1:]
-                prefix = model._stream_prefix(before, gen._value_tokens(gid[b : b + 1], source[b : b + 1],
-                                                                        perm[:, t - 1 : t]))
             logits = model.order_logits(prefix, slots[b : b + 1])[0, 0]
             open_ = batch.target[b].clone()
             open_[perm[0, :t]] = False
@@ -1116,8 +1100,7 @@ def test_causal_one_pass_log_p_of_x_and_z_equals_the_step_by_step_computation(la
     order = LearnedOrder().train_orders(batch, progress=0.0, rng=torch.Generator().manual_seed(3))
     with torch.no_grad():
         terms = model.order_terms(batch, order)
-        reference = step_by_step_stream_log_probs if layout == "stream" else step_by_step_log_probs
-        value_ref, order_ref = reference(model, batch, order)
+        value_ref, order_ref = step_by_step_log_probs(model, batch, order)
         scores, used = model.score(batch, order)
     assert torch.equal(used.perm, order.perm)
     predicted = order.block >= 0

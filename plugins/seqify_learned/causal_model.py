@@ -384,14 +384,14 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         q_ent_R = (q_ent_N.view(R, L) * predicted_RT).sum(1)
         p_ent_R = terms["p_entropy_BT"].sum(1)
         log_open_R = (open_NL.sum(-1).clamp_min(1).float().log().view(R, L) * predicted_RT).sum(1)
-        if rloo and torch.is_grad_enabled() and k == 1:  # one order per item: a running-mean baseline
-            loss = loss + self._baseline_surrogate(logq_R, (f_R * per_slot_R).detach(), active_R)
-        elif rloo and torch.is_grad_enabled():
-            active_B = active_R.view(B, k)[:, 0]
-            weight_B = active_B.float() * per_slot_R.view(B, k)[:, 0]
-            scale = B / max(int(active_B.sum()), 1)  # mean over the items that have slots
-            loss = loss + scale * rloo_surrogate(logq_R.view(B, k), f_R.detach().view(B, k), weight_B)
         if rloo and torch.is_grad_enabled():
+            if k == 1:  # one order per item: a running-mean baseline
+                loss = loss + self._baseline_surrogate(logq_R, (f_R * per_slot_R).detach(), active_R)
+            else:
+                active_B = active_R.view(B, k)[:, 0]
+                weight_B = active_B.float() * per_slot_R.view(B, k)[:, 0]
+                scale = B / max(int(active_B.sum()), 1)  # mean over the items that have slots
+                loss = loss + scale * rloo_surrogate(logq_R.view(B, k), f_R.detach().view(B, k), weight_B)
             for beta, ent_R in ((self.q_entropy_weight(), q_ent_R), (self.p_entropy_weight(), p_ent_R)):
                 if beta != 0:
                     ent = (ent_R * per_slot_R * w_R).sum()
@@ -511,8 +511,13 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         (Gumbel-max with noise from ``rng``, or its argmax when ``greedy_order``), that
         slot's query token is run against the cache and its value drawn at
         ``temperature`` (0: the most likely value), and its value token is appended
-        (the next prefix state). Items step in lockstep by order position, so an item
-        with fewer given slots starts choosing earlier.
+        (the next prefix state). In the stream layout one token per position goes into
+        the cache instead: the policy picks ``z_t`` from the stream prefix
+        (``order_start`` first, then the state of token ``t - 1`` and ``z_{t-1}``'s value
+        token), token ``t`` (the value of ``z_{t-1}``, the structure of ``z_t``) is
+        appended, and ``z_t``'s value is drawn from its state; the noise draws are the
+        same. Items step in lockstep by order position, so an item with fewer given slots
+        starts choosing earlier.
 
         Args:
             template: structure and given values (other values are ignored).
@@ -529,8 +534,6 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         """
         temperature = check_temperature(temperature)
         check_batch(self.spec, template, values_of=template.given, who="learned")
-        if self.stream:
-            return self._sample_stream(template, rng=rng, temperature=temperature, top_k=top_k, top_p=top_p)
         gen = self.generator
         device = template.values.device
         B, L = template.values.shape
@@ -549,84 +552,24 @@ class CausalLearnedOrderModel(LearnedOrderBase):
         with evaluating(self):
             _, _, source_BLD, target_BLD = gen._prepare(template)
             slots_BLD = self._slots(template)
-            cache = KVCache(gen.config.depth, 1 + L)
-            x_BTD = gen._value_tokens(gid_BL, source_BLD, perm_BL[:, :start])
-            x_BTD = torch.cat([gen._bos(B, source_BLD), x_BTD], dim=1)
-            h_BD = gen.stack(x_BTD, causal=True, cache=cache)[:, -1]
-            for t in range(start, end):
-                choose_B = (t >= n_given_B) & (t < n_real_B)
-                slot_B = perm_BL[:, t]
-                if bool(choose_B.any()):
-                    logits_BL = self.order_logits(h_BD[:, None], slots_BLD)[:, 0]
-                    entropy_B, _ = _entropy_and_spread(logits_BL, open_BL)
-                    step_B = (t - n_given_B).clamp(0, T)
-                    entropy_sum_T.index_add_(0, step_B[choose_B], entropy_B[choose_B])
-                    entropy_count_T.index_add_(0, step_B[choose_B], torch.ones_like(entropy_B[choose_B]))
-                    masked_BL = logits_BL.masked_fill(~open_BL, float("-inf"))
-                    if not self.options.greedy_order:
-                        masked_BL = masked_BL + gumbel_noise((B, L), rng, device)
-                    slot_B = torch.where(choose_B, masked_BL.argmax(1), slot_B)
-                    h_query_BD = gen.stack(gen._query_tokens(target_BLD, slot_B[:, None]), causal=True, cache=cache,
-                                           store=False)[:, -1]
-                    kind_B = kinds_BL[rows_B, slot_B]
-                    logp_BV = restricted_log_softmax(gen.head(h_query_BD), gen.kind_mask_KV[kind_B])
-                    noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
-                    choice_B = pick_values(logp_BV, temperature, noise_BV, top_k=top_k, top_p=top_p)
-                    r_N, s_N = rows_B[choose_B], slot_B[choose_B]
-                    gid_BL[r_N, s_N] = choice_B[choose_B]
-                    open_BL[r_N, s_N] = False
-                    perm_BL = perm_BL.clone()
-                    perm_BL[:, t] = slot_B
-                if t + 1 < end:
-                    h_BD = gen.stack(gen._value_tokens(gid_BL, source_BLD, slot_B[:, None]), causal=True,
+            if self.stream:  # token t: the value of z_{t-1} (BOS for t = 0) and the structure of z_t
+                cache = KVCache(gen.config.depth, L)
+                h_BD = None  # the state of the last token fed
+                if start > 0:
+                    h_BD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, start), causal=True,
                                      cache=cache)[:, -1]
-        orders = blocks_of_one(template, perm_BL).to("cpu")
-        entropy_T = (entropy_sum_T[:T] / entropy_count_T[:T].clamp_min(1.0)).float().cpu()
-        out_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(template.pad, 0)
-        out_BL = torch.where(template.given, template.values, out_BL).masked_fill(template.pad, 0)
-        return template.with_values(out_BL), orders, entropy_T
-
-    def _sample_stream(
-        self, template: TokenBatch, *, rng: torch.Generator, temperature: float,
-        top_k: int | None, top_p: float | None,
-    ) -> tuple[TokenBatch, OrderBatch, torch.Tensor]:
-        """:meth:`sample_with_orders` in the stream layout: one token per order position.
-
-        The given slots' tokens go first (canonical order, one pass). Then at position
-        ``t`` the policy picks ``z_t`` from the stream prefix (``order_start`` for the
-        first position, else the state of token ``t - 1`` and the value token of
-        ``z_{t-1}``), token ``t`` (the value of ``z_{t-1}`` and the structure of ``z_t``)
-        is appended to the KV cache, and ``z_t``'s value is drawn from its state. The same
-        noise draws as the block layout's sampler: one ``[B, L]`` per choice, one
-        ``[B, V]`` per value.
-        """
-        gen = self.generator
-        device = template.values.device
-        B, L = template.values.shape
-        V = self.spec.total_vocab
-        rows_B = torch.arange(B, device=device)
-        values_BL, kinds_BL, _ = clean_structure(template)
-        gid_BL = global_ids(values_BL.masked_fill(~template.given, 0), kinds_BL, self.offsets_K)
-        perm_BL = OrderBatch.from_priorities(template, torch.zeros(B, L, device=device)).perm  # given first, pad last
-        n_given_B = template.given.sum(1)
-        n_real_B = (~template.pad).sum(1)
-        open_BL = template.target.clone()
-        T = int(open_BL.sum(1).max()) if B else 0
-        entropy_sum_T = torch.zeros(T + 1, device=device)
-        entropy_count_T = torch.zeros(T + 1, device=device)
-        start, end = int(n_given_B.min()) if B else 0, int(n_real_B.max()) if B else 0
-        with evaluating(self):
-            _, _, source_BLD, target_BLD = gen._prepare(template)
-            slots_BLD = self._slots(template)
-            cache = KVCache(gen.config.depth, L)
-            h_BD = None
-            if start > 0:
-                h_BD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, 0, start), causal=True,
-                                 cache=cache)[:, -1]
+            else:  # BOS and the value tokens in the cache; query tokens run against it, not stored
+                cache = KVCache(gen.config.depth, 1 + L)
+                x_BTD = gen._value_tokens(gid_BL, source_BLD, perm_BL[:, :start])
+                x_BTD = torch.cat([gen._bos(B, source_BLD), x_BTD], dim=1)
+                h_BD = gen.stack(x_BTD, causal=True, cache=cache)[:, -1]  # the prefix state
             for t in range(start, end):
                 choose_B = (t >= n_given_B) & (t < n_real_B)
-                if bool(choose_B.any()):
-                    if t == 0:
+                choosing = bool(choose_B.any())
+                if choosing:  # the policy picks z_t from the prefix
+                    if not self.stream:
+                        prefix_BD = h_BD
+                    elif t == 0:
                         prefix_BD = self.order_start.expand(B, -1)
                     else:
                         last_BD = gen._value_tokens(gid_BL, source_BLD, perm_BL[:, t - 1 : t])[:, 0]
@@ -641,17 +584,25 @@ class CausalLearnedOrderModel(LearnedOrderBase):
                         masked_BL = masked_BL + gumbel_noise((B, L), rng, device)
                     perm_BL = perm_BL.clone()
                     perm_BL[:, t] = torch.where(choose_B, masked_BL.argmax(1), perm_BL[:, t])
-                h_BD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, t, t + 1), causal=True,
-                                 cache=cache)[:, -1]
-                if bool(choose_B.any()):
-                    slot_B = perm_BL[:, t]
+                slot_B = perm_BL[:, t]
+                if self.stream:  # token t goes into the cache; its state predicts z_t's value
+                    h_BD = gen.stack(gen._inputs(gid_BL, source_BLD, target_BLD, perm_BL, t, t + 1), causal=True,
+                                     cache=cache)[:, -1]
+                    h_value_BD = h_BD
+                elif choosing:
+                    h_value_BD = gen.stack(gen._query_tokens(target_BLD, slot_B[:, None]), causal=True, cache=cache,
+                                           store=False)[:, -1]
+                if choosing:  # z_t's value
                     kind_B = kinds_BL[rows_B, slot_B]
-                    logp_BV = restricted_log_softmax(gen.head(h_BD), gen.kind_mask_KV[kind_B])
+                    logp_BV = restricted_log_softmax(gen.head(h_value_BD), gen.kind_mask_KV[kind_B])
                     noise_BV = gumbel_noise((B, V), rng, device) if temperature > 0 else None
                     choice_B = pick_values(logp_BV, temperature, noise_BV, top_k=top_k, top_p=top_p)
                     r_N, s_N = rows_B[choose_B], slot_B[choose_B]
                     gid_BL[r_N, s_N] = choice_B[choose_B]
                     open_BL[r_N, s_N] = False
+                if not self.stream and t + 1 < end:  # z_t's value token: the next prefix state
+                    h_BD = gen.stack(gen._value_tokens(gid_BL, source_BLD, slot_B[:, None]), causal=True,
+                                     cache=cache)[:, -1]
         orders = blocks_of_one(template, perm_BL).to("cpu")
         entropy_T = (entropy_sum_T[:T] / entropy_count_T[:T].clamp_min(1.0)).float().cpu()
         out_BL = (gid_BL - self.offsets_K[kinds_BL]).masked_fill(template.pad, 0)
