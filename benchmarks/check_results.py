@@ -1,14 +1,18 @@
 """Re-check benchmarks/RESULTS.md: rerun the cheap figures and compare them with what it records.
 
 The checks live in ``benchmarks/checks.toml``. A ``[runs.NAME]`` table is one command
-(``seqify bench ... --out {out}``) and its tier. A ``[[rows]]`` entry names a run and a
-table row of RESULTS.md (the heading of its section and the row's first cell(s)); each of
-its checks reads one value from the run's results.json (a dotted path) and compares it
-with the row's cell under one column header. Checks that share a run share one execution.
+(``seqify bench ... --out {out}``, or ``seqify matrix ... --out {out}``) and its tier. A
+``[[rows]]`` entry names a run and a table row of RESULTS.md (the heading of its section
+and the row's first cell(s)); each of its checks reads one value from the run's
+results.json (a dotted path) and compares it with the row's cell under one column header.
+A row of a matrix run names its cell's file (``file = "cells/NAME/results.json"``, a path
+inside the run's folder; default ``results.json``). Checks that share a run share one
+execution.
 
     python benchmarks/check_results.py                  # the smoke tier (about a minute)
     python benchmarks/check_results.py --tier quick     # the quick tier only (minutes per run)
-    python benchmarks/check_results.py --all            # both
+    python benchmarks/check_results.py --tier demo      # `make demo` at seed 0 (about 25 minutes)
+    python benchmarks/check_results.py --all            # every tier
     python benchmarks/check_results.py --only pc-quick-bits,smoke-sudoku-bits
     python benchmarks/check_results.py --list           # the registry, and the cell each check reads
     python benchmarks/check_results.py --keep runs/check --json runs/check/outcome.json
@@ -51,7 +55,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = ROOT / "benchmarks" / "checks.toml"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-TIERS = ("smoke", "quick")
+TIERS = ("smoke", "quick", "demo")
 PLUGINS = "orderers,generators,sudoku,molecule,learned,image,pointcloud"
 
 
@@ -74,6 +78,7 @@ class Check:
     number: int = 0  # which number of the cell: 0 the first
     abs: float | None = None
     rel: float | None = None
+    file: str = "results.json"  # the results file inside the run's folder (a matrix run: one per cell)
 
 
 @dataclass
@@ -103,6 +108,8 @@ def load_registry(path: Path = CHECKS) -> tuple[dict[str, Run], list[Check]]:
             raise SystemExit(f"{path}: run {run.name!r}: tier {run.tier!r} is not one of {TIERS}")
     ids = [c.id for c in checks]
     for check in checks:
+        if Path(check.file).is_absolute() or ".." in Path(check.file).parts:
+            raise SystemExit(f"{path}: check {check.id!r}: file {check.file!r} must be a path inside the run's folder")
         if ids.count(check.id) > 1:
             raise SystemExit(f"{path}: check id {check.id!r} is used twice")
         if check.run not in runs:
@@ -217,11 +224,14 @@ def argv(run: Run, out: Path) -> list[str]:
     return args
 
 
-def execute(run: Run, out: Path, reuse: bool = False) -> tuple[dict | None, str]:
-    """Run ``run`` into ``out`` and return its results.json (None when it failed) and a
-    note: the time taken, or the last lines of stderr."""
-    if reuse and (out / "results.json").is_file():
-        return json.loads((out / "results.json").read_text()), "reused"
+def execute(run: Run, out: Path, reuse: bool = False, files: tuple[str, ...] = ("results.json",)
+            ) -> tuple[dict[str, dict] | None, str]:
+    """Run ``run`` into ``out`` and return its results files (each of ``files``, a path
+    inside ``out``, read as JSON; None when the command failed or wrote none of them) and a
+    note: the time taken, or the last lines of stderr. ``reuse``: read them from ``out``
+    when they are all there, and run nothing."""
+    if reuse and all((out / f).is_file() for f in files):
+        return _read(out, files), "reused"
     if out.exists():
         shutil.rmtree(out)  # a fresh run: bench would resume from what is there
     out.mkdir(parents=True)
@@ -233,10 +243,16 @@ def execute(run: Run, out: Path, reuse: bool = False) -> tuple[dict | None, str]
         done = subprocess.run(argv(run, out), cwd=ROOT, env=env, stdout=log, stderr=subprocess.PIPE, text=True)
         log.write(done.stderr)
     seconds = time.perf_counter() - start
-    if done.returncode != 0 or not (out / "results.json").is_file():
+    found = _read(out, files)
+    if done.returncode != 0 or not found:
         tail = "\n".join(done.stderr.strip().splitlines()[-8:])
         return None, f"exit {done.returncode} after {seconds:.0f} s:\n{tail}"
-    return json.loads((out / "results.json").read_text()), f"{seconds:.1f} s"
+    return found, f"{seconds:.1f} s"
+
+
+def _read(out: Path, files: tuple[str, ...]) -> dict[str, dict]:
+    """The files of ``files`` that ``out`` holds, each read as JSON (by its path in ``out``)."""
+    return {f: json.loads((out / f).read_text()) for f in files if (out / f).is_file()}
 
 
 def lookup(results: dict, path: str):
@@ -264,7 +280,7 @@ def judge(check: Check, tier: str, results: dict | None, markdown: str, failure:
             given = [t for t in (check.abs, None if check.rel is None else check.rel * abs(parsed[0])) if t is not None]
             outcome.tolerance = max(given) if given else half
     if results is None:
-        outcome.status, outcome.detail = "FAILED", failure
+        outcome.status, outcome.detail = "FAILED", failure or f"the run wrote no {check.file}"
         return outcome
     try:
         outcome.measured = float(lookup(results, check.value))
@@ -286,9 +302,11 @@ def check_all(runs: dict[str, Run], checks: list[Check], markdown: str, keep: Pa
     for name in dict.fromkeys(c.run for c in checks):
         run = runs[name]
         say(f"{name} ({run.tier}): {' '.join(run.command).replace('{out}', str(keep / name))}")
-        results, note = execute(run, keep / name, reuse)
+        mine = [c for c in checks if c.run == name]
+        found, note = execute(run, keep / name, reuse, tuple(dict.fromkeys(c.file for c in mine)))
         say(f"  {note.splitlines()[0]}")
-        outcomes += [judge(c, run.tier, results, markdown, note) for c in checks if c.run == name]
+        outcomes += [judge(c, run.tier, None if found is None else found.get(c.file), markdown,
+                           note if found is None else "") for c in mine]
     return outcomes
 
 

@@ -95,7 +95,7 @@ def test_locate_says_why_a_cell_is_not_there():
 def test_the_registry_loads_and_every_check_finds_its_cell():
     runs, checks = cr.load_registry()
     markdown = cr.RESULTS.read_text()
-    assert {runs[c.run].tier for c in checks} == {"smoke", "quick"}
+    assert {runs[c.run].tier for c in checks} == {"smoke", "quick", "demo"}
     for c in checks:
         found = cr.locate(markdown, c.section, c.row, c.column)
         assert isinstance(found, tuple), f"{c.id}: {found}"
@@ -176,3 +176,36 @@ def test_a_failed_command_is_reported_with_its_stderr(tmp_path):
                      row=["sudoku"], column="bits/item")
     [outcome] = cr.check_all({"broken": run}, [check], cr.RESULTS.read_text(), tmp_path, say=lambda _: None)
     assert outcome.status == "FAILED" and "nosuch" in outcome.detail
+
+
+def test_a_matrix_run_is_checked_cell_by_cell(tmp_path):
+    """A row names its cell's results file inside the run's folder; a file the run did not
+    write fails that check alone, with the file's name."""
+    import json
+
+    run = cr.Run(name="m", tier="demo", command=["seqify", "matrix", "--out", "{out}"])
+    cells = tmp_path / "m" / "cells"
+    for name, bits in (("a", 1425.73), ("b", 12.5)):
+        (cells / name).mkdir(parents=True)
+        (cells / name / "results.json").write_text(json.dumps({"modelability": {"bits_per_item": bits}}))
+    check = {"run": "m", "value": "modelability.bits_per_item", "section": "Alpha", "column": "bits"}
+    checks = [cr.Check(id="a", row=["masked a | b", "margin"], file="cells/a/results.json", **check),
+              cr.Check(id="b", row=["masked", "random"], file="cells/b/results.json", **check)]
+    outcomes = cr.check_all({"m": run}, checks, MARKDOWN, tmp_path, reuse=True, say=lambda _: None)
+    assert [(o.id, o.status, o.measured) for o in outcomes] == [("a", "ok", 1425.73), ("b", "ok", 12.5)]
+    # one cell moved, one file missing: reuse still reads what is there (no command runs)
+    (cells / "b" / "results.json").write_text(json.dumps({"modelability": {"bits_per_item": 13.0}}))
+    found, note = cr.execute(run, tmp_path / "m", reuse=True, files=("cells/b/results.json",))
+    assert note == "reused" and found["cells/b/results.json"]["modelability"]["bits_per_item"] == 13.0
+    moved = cr.judge(checks[1], "demo", found["cells/b/results.json"], MARKDOWN)
+    assert moved.status == "MOVED"
+    gone = cr.judge(checks[0], "demo", None, MARKDOWN)
+    assert gone.status == "FAILED" and "cells/a/results.json" in gone.detail
+
+
+def test_the_registry_refuses_a_file_outside_the_run(tmp_path):
+    bad = tmp_path / "checks.toml"
+    bad.write_text('[runs.a]\ntier = "demo"\ncommand = ["seqify"]\n[[rows]]\nrun = "a"\nsection = "s"\nrow = ["r"]\n'
+                   'file = "../other/results.json"\nchecks = [{ id = "x", column = "c", value = "v" }]\n')
+    with pytest.raises(SystemExit, match="inside the run"):
+        cr.load_registry(bad)
