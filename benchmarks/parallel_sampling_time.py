@@ -11,30 +11,13 @@ repeats. Prints ms per item and the ratio to k = 1.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from seqify.bench import BenchRequest, build_model, resolve_cell
-from seqify.io import load_checkpoint
 from seqify.types import collate
-
-
-def load_cell(run: Path):
-    """The cell's resolved components and its trained model (weights only)."""
-    state = load_checkpoint(run / "checkpoint.pt")
-    asked = json.loads(state["request_json"])
-    config = json.loads(state["config_json"])
-    req = BenchRequest(modality=asked["modality"], orderer=asked["orderer"], out=run, dataset=asked["dataset"],
-                       tokenizer=asked["tokenizer"], generator=asked["generator"], budget=asked["budget"],
-                       seed=asked["seed"], device="cpu", overrides=config, train_orderer=asked["train_orderer"])
-    cell = resolve_cell(req)
-    cell.tokenizer.load_state_dict(state["tokenizer"])
-    model = build_model(cell, cell.tokenizer.spec, asked["seed"])
-    model.load_state_dict(state["model"])
-    return cell, model.eval()
+from trained_run import load_trained_run  # benchmarks/ is on sys.path
 
 
 def time_sampling(cell, model, n: int, repeats: int, seed: int) -> float:
@@ -64,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for k in [int(x) for x in args.ks.split(",")]:
-        cell, model = load_cell(Path(args.runs) / f"{args.cell}-k{k}")
+        _, cell, _, model, _ = load_trained_run(Path(args.runs) / f"{args.cell}-k{k}")
         seconds = time_sampling(cell, model, args.n, args.repeats, args.seed)
         rows.append((k, 1000 * seconds / args.n))
     base = rows[0][1]

@@ -3,7 +3,8 @@
 The run's request and resolved configuration are read from its checkpoint, the data is
 loaded again with the tokenizer restored from the checkpoint (never fitted again), and
 the weights are loaded into a freshly built model (on the CPU, in eval mode). Used by
-learned_rescore.py, learned_kind_orders.py and learned_vs_prior.py.
+learned_rescore.py, learned_kind_orders.py, learned_vs_prior.py and
+parallel_sampling_time.py.
 """
 
 from __future__ import annotations
