@@ -285,7 +285,7 @@ def judge(check: Check, tier: str, results: dict | None, markdown: str, failure:
     try:
         outcome.measured = float(lookup(results, check.value))
     except (KeyError, IndexError, TypeError, ValueError):
-        outcome.status, outcome.detail = "FAILED", f"results.json has no number at {check.value!r}"
+        outcome.status, outcome.detail = "FAILED", f"{check.file} has no number at {check.value!r}"
         return outcome
     if outcome.recorded_value is None:
         return outcome
@@ -305,8 +305,10 @@ def check_all(runs: dict[str, Run], checks: list[Check], markdown: str, keep: Pa
         mine = [c for c in checks if c.run == name]
         found, note = execute(run, keep / name, reuse, tuple(dict.fromkeys(c.file for c in mine)))
         say(f"  {note.splitlines()[0]}")
-        outcomes += [judge(c, run.tier, None if found is None else found.get(c.file), markdown,
-                           note if found is None else "") for c in mine]
+        log = keep / f"{name}.log"
+        for c in mine:
+            failure = note if found is None else f"the run wrote no {c.file}" + (f" (its log: {log})" if log.is_file() else "")
+            outcomes.append(judge(c, run.tier, None if found is None else found.get(c.file), markdown, failure))
     return outcomes
 
 
@@ -349,7 +351,7 @@ def main(argv_: list[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="the markdown file to compare with")
     ap.add_argument("--checks", type=Path, default=CHECKS, help="the registry of checks")
     ap.add_argument("--keep", type=Path, default=None, help="folder for the run folders (default: a temp dir)")
-    ap.add_argument("--reuse", action="store_true", help="read results.json already under --keep instead of running")
+    ap.add_argument("--reuse", action="store_true", help="read the results files already under --keep instead of running (a run missing one runs again)")
     ap.add_argument("--list", action="store_true", help="list the checks and the cells they read, run nothing")
     ap.add_argument("--json", type=Path, default=None, help="write the outcomes there")
     args = ap.parse_args(argv_)
@@ -361,7 +363,8 @@ def main(argv_: list[str] | None = None) -> int:
         for c in chosen:
             found = locate(markdown, c.section, c.row, c.column)
             cell = f"{found[0]!r} (line {found[1]})" if isinstance(found, tuple) else f"MISSING: {found}"
-            print(f"{c.id} [{runs[c.run].tier}, run {c.run}] {c.value} <- {cell}")
+            where = c.value if c.file == "results.json" else f"{c.file}: {c.value}"
+            print(f"{c.id} [{runs[c.run].tier}, run {c.run}] {where} <- {cell}")
         return 0
     if args.reuse and args.keep is None:
         raise SystemExit("--reuse reads the runs of --keep DIR: give --keep")

@@ -3,7 +3,9 @@
 Loads the models `benchmarks/parallel_decoding.py` trained (its --out folder), and
 times `model.sample` on the same templates for each k, one after the other in this
 process (so the machine's load is shared alike), several repeats, best of the
-repeats. Prints ms per item and the ratio to k = 1.
+repeats. Prints ms per item and the ratio to k = 1. Each run is loaded through
+trained_run.py (its data too, with the tokenizer restored: seconds per run, outside the
+timed part).
 
     python benchmarks/parallel_sampling_time.py --runs runs/parallel --n 250 --repeats 3
 """

@@ -178,34 +178,53 @@ def test_a_failed_command_is_reported_with_its_stderr(tmp_path):
     assert outcome.status == "FAILED" and "nosuch" in outcome.detail
 
 
-def test_a_matrix_run_is_checked_cell_by_cell(tmp_path):
-    """A row names its cell's results file inside the run's folder; a file the run did not
-    write fails that check alone, with the file's name."""
-    import json
+def _matrix_stub(cells: dict[str, float], exit_code: int = 0) -> list[str]:
+    """A command standing in for ``seqify matrix``: writes cells/NAME/results.json with the
+    given bits per item into {out}, then exits with ``exit_code``."""
+    code = ("import json, pathlib, sys\n"
+            f"for name, bits in {cells!r}.items():\n"
+            "    d = pathlib.Path(sys.argv[1]) / 'cells' / name\n"
+            "    d.mkdir(parents=True)\n"
+            "    (d / 'results.json').write_text(json.dumps({'modelability': {'bits_per_item': bits}}))\n"
+            f"sys.exit({exit_code})\n")
+    return ["python", "-c", code, "{out}"]
 
-    run = cr.Run(name="m", tier="demo", command=["seqify", "matrix", "--out", "{out}"])
-    cells = tmp_path / "m" / "cells"
-    for name, bits in (("a", 1425.73), ("b", 12.5)):
-        (cells / name).mkdir(parents=True)
-        (cells / name / "results.json").write_text(json.dumps({"modelability": {"bits_per_item": bits}}))
+
+def _matrix_checks() -> list:
     check = {"run": "m", "value": "modelability.bits_per_item", "section": "Alpha", "column": "bits"}
-    checks = [cr.Check(id="a", row=["masked a | b", "margin"], file="cells/a/results.json", **check),
-              cr.Check(id="b", row=["masked", "random"], file="cells/b/results.json", **check)]
-    outcomes = cr.check_all({"m": run}, checks, MARKDOWN, tmp_path, reuse=True, say=lambda _: None)
-    assert [(o.id, o.status, o.measured) for o in outcomes] == [("a", "ok", 1425.73), ("b", "ok", 12.5)]
-    # one cell moved, one file missing: reuse still reads what is there (no command runs)
-    (cells / "b" / "results.json").write_text(json.dumps({"modelability": {"bits_per_item": 13.0}}))
-    found, note = cr.execute(run, tmp_path / "m", reuse=True, files=("cells/b/results.json",))
-    assert note == "reused" and found["cells/b/results.json"]["modelability"]["bits_per_item"] == 13.0
-    moved = cr.judge(checks[1], "demo", found["cells/b/results.json"], MARKDOWN)
-    assert moved.status == "MOVED"
-    gone = cr.judge(checks[0], "demo", None, MARKDOWN)
-    assert gone.status == "FAILED" and "cells/a/results.json" in gone.detail
+    return [cr.Check(id="a", row=["masked a | b", "margin"], file="cells/a/results.json", **check),
+            cr.Check(id="b", row=["masked", "random"], file="cells/b/results.json", **check)]
+
+
+def test_a_matrix_run_is_checked_cell_by_cell(tmp_path):
+    """Each row reads its own cell's file inside the run's folder."""
+    run = cr.Run(name="m", tier="demo", command=_matrix_stub({"a": 1425.73, "b": 13.0}))
+    outcomes = cr.check_all({"m": run}, _matrix_checks(), MARKDOWN, tmp_path, say=lambda _: None)
+    assert [(o.id, o.status, o.measured) for o in outcomes] == [("a", "ok", 1425.73), ("b", "MOVED", 13.0)]
+    # --reuse reads the cells already there and runs nothing: the stub would now fail
+    broken = cr.Run(name="m", tier="demo", command=_matrix_stub({}, exit_code=3))
+    again = cr.check_all({"m": broken}, _matrix_checks(), MARKDOWN, tmp_path, reuse=True, say=lambda _: None)
+    assert [o.status for o in again] == ["ok", "MOVED"]
+
+
+def test_a_cell_the_run_did_not_write_fails_alone(tmp_path):
+    """A matrix run that exits 0 without one cell's file (a failed cell): that check fails,
+    naming the file and the log; the other cell is judged."""
+    run = cr.Run(name="m", tier="demo", command=_matrix_stub({"b": 12.5}))
+    a, b = cr.check_all({"m": run}, _matrix_checks(), MARKDOWN, tmp_path, say=lambda _: None)
+    assert a.status == "FAILED" and "the run wrote no cells/a/results.json" in a.detail and "m.log" in a.detail
+    assert b.status == "ok" and b.measured == 12.5
+    # with --reuse a missing file makes the run run again (here: it fails, so every check fails)
+    broken = cr.Run(name="m", tier="demo", command=_matrix_stub({"b": 12.5}, exit_code=3))
+    outcomes = cr.check_all({"m": broken}, _matrix_checks(), MARKDOWN, tmp_path, reuse=True, say=lambda _: None)
+    assert [o.status for o in outcomes] == ["FAILED", "FAILED"]
+    assert all("exit 3" in o.detail for o in outcomes)
 
 
 def test_the_registry_refuses_a_file_outside_the_run(tmp_path):
     bad = tmp_path / "checks.toml"
-    bad.write_text('[runs.a]\ntier = "demo"\ncommand = ["seqify"]\n[[rows]]\nrun = "a"\nsection = "s"\nrow = ["r"]\n'
-                   'file = "../other/results.json"\nchecks = [{ id = "x", column = "c", value = "v" }]\n')
-    with pytest.raises(SystemExit, match="inside the run"):
-        cr.load_registry(bad)
+    for file in ("../other/results.json", "/tmp/results.json"):
+        bad.write_text('[runs.a]\ntier = "demo"\ncommand = ["seqify"]\n[[rows]]\nrun = "a"\nsection = "s"\n'
+                       f'row = ["r"]\nfile = "{file}"\nchecks = [{{ id = "x", column = "c", value = "v" }}]\n')
+        with pytest.raises(SystemExit, match="inside the run"):
+            cr.load_registry(bad)
