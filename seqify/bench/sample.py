@@ -31,6 +31,32 @@ def _trained_generator_config(state: dict[str, Any], run: Path, generator_cls: t
     return {k: recorded.get(k, v) for k, v in legacy.items()}
 
 
+def restore_request(state: dict[str, Any], run: Path, *, device: str = "auto",
+                    overrides: dict[str, Any] | None = None, registry: Registry | None = None
+                    ) -> tuple[BenchRequest, Any]:
+    """The request and resolved cell a checkpoint's run trained with: its recorded request
+    and configuration (``overrides`` replace the configuration; default: the run's own),
+    its resolved dataset, and its generator's settings as they were when it trained
+    (:func:`_trained_generator_config`). ``state`` is the loaded ``run/checkpoint.pt``."""
+    asked = json.loads(state["request_json"])
+    if overrides is None:
+        overrides = dict(json.loads(state["config_json"]))
+    trained = json.loads(state["names_json"]) if "names_json" in state else {"dataset": asked["dataset"]}
+    req = BenchRequest(
+        modality=asked["modality"], orderer=asked["orderer"], out=Path(run), dataset=trained["dataset"],
+        data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],
+        generator=asked["generator"], budget=asked["budget"], seed=asked["seed"], device=device,
+        overrides=overrides, train_orderer=asked["train_orderer"],
+    )
+    cell = resolve_cell(req, registry)  # the components exactly as trained
+    trained_generator = _trained_generator_config(state, Path(run), cell.generator_cls)
+    if trained_generator:
+        overrides = {**overrides, "generator": {**overrides.get("generator", {}), **trained_generator}}
+        req = dataclasses.replace(req, overrides=overrides)
+        cell = resolve_cell(req, registry)
+    return req, cell
+
+
 def run_sample(
     run: Path, out: Path, *, n: int | None = None, seed: int | None = None, device: str = "auto",
     temperature: float | None = None, score: int | None = None, reporter: Reporter | None = None,
@@ -78,20 +104,10 @@ def run_sample(
     if orderer:
         overrides["orderer"] = {**config.get("orderer", {}), **orderer}
     trained = json.loads(state["names_json"]) if "names_json" in state else {"dataset": asked["dataset"]}
-    req = BenchRequest(
-        modality=asked["modality"], orderer=asked["orderer"], out=Path(out), dataset=trained["dataset"],
-        data=Path(asked["data"]) if asked["data"] else None, tokenizer=asked["tokenizer"],
-        generator=asked["generator"], budget=asked["budget"], seed=asked["seed"], device=device,
-        overrides=overrides, train_orderer=asked["train_orderer"],
-    )
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    cell = resolve_cell(req, registry)  # the components exactly as trained
-    trained_generator = _trained_generator_config(state, Path(run), cell.generator_cls)
-    if trained_generator:
-        overrides["generator"] = {**overrides.get("generator", {}), **trained_generator}
-        req = dataclasses.replace(req, overrides=overrides)
-        cell = resolve_cell(req, registry)
+    req, cell = restore_request(state, Path(run), device=device, overrides=overrides, registry=registry)
+    req = dataclasses.replace(req, out=Path(out))
     load_req = req
     transfer = dataset is not None or data is not None
     if transfer:  # another dataset of the modality, read by the same tokenizer
